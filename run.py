@@ -1,0 +1,45 @@
+"""Hydra entry point: compose, validate, run the schedule, return the optimised (validation) metric.
+
+    python run.py                                    # SER on the embedded offline data, MiniLM RM
+    python run.py experiment=smoke                   # tiny end-to-end run, < 1 minute
+    python run.py -m schedule=seed_only,ser,full_data seed=0,1,2
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from ser.config import ConfigError, validate_config  # also registers the config resolvers
+
+log = logging.getLogger("ser")
+
+
+def _close_wandb() -> None:
+    """Finish the wandb run of this job so the next job of a multirun starts its own."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    try:
+        validate_config(cfg)  # before any data or model loads
+    except ConfigError as err:
+        log.error("%s", err)
+        raise
+    from ser.pipeline import run_experiment  # heavy imports only after the config is known good
+
+    try:
+        summary = run_experiment(cfg)
+    finally:
+        _close_wandb()
+    return float(summary["final"]["val_accuracy"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Config checks that run before any data or model loads, and the resolvers the config tree uses.
+
+Typed schemas (OmegaConf structured configs) catch unknown keys and wrong types in the knobs
+that decide results; range checks catch values the types allow but the method does not.
+Every error names the key (and the file or path where one is involved).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ser.evolve.confidence import CONFIDENCES
+from ser.evolve.status import RULES
+
+SCHEDULES = ("seed_only", "ser", "full_data")
+TARGET_ALLOWLIST = ("ser.", "torch.", "pytorch_lightning.", "transformers.", "peft.", "torchmetrics.")
+
+
+class ConfigError(ValueError):
+    """A config value the framework refuses, named by its key."""
+
+
+@dataclass
+class ThresholdsSchema:
+    tau_high: float = 0.55
+    tau_low: float = 0.45
+    delta: float = 0.3
+
+
+@dataclass
+class SERSchema:
+    rule: str = "paper"
+    confidence: str = "pointwise"
+    thresholds: ThresholdsSchema = field(default_factory=ThresholdsSchema)
+    min_pairs: int = 50
+    max_loops: int = 3
+    patience: int = 2
+    retrain_from: str = "last"
+    mix_seed: bool = True
+    remove_selected: bool = True
+    final_model: str = "best_val"
+    keep_checkpoints: str = "best_last"
+
+
+@dataclass
+class SplitsSchema:
+    seed_fraction: float = 0.15
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+
+
+@dataclass
+class ScheduleSchema:
+    name: str = "ser"
+
+
+def _typed(node: DictConfig, schema: type, key: str) -> Any:
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), node)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"config '{key}': {err.msg if hasattr(err, 'msg') else err}") from None
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"config '{key}': {message}")
+
+
+def _check_targets(node: Any, path: str = "") -> None:
+    """Every `_target_` must resolve inside the allowlist before anything is instantiated."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key == "_target_" and not str(value).startswith(TARGET_ALLOWLIST):
+                raise ConfigError(f"config '{where}': {value!r} is outside the allowed packages {TARGET_ALLOWLIST}")
+            _check_targets(value, where)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_targets(value, f"{path}[{i}]")
+
+
+def _check_source_path(source: Any, key: str) -> None:
+    if not source or source.get("path") is None:
+        return
+    paths = source["path"] if isinstance(source["path"], (list, tuple)) else [source["path"]]
+    for raw in paths:
+        path = os.path.expandvars(os.path.expanduser(str(raw)))
+        if any(ch in path for ch in "*?["):
+            import glob
+            _check(bool(glob.glob(path)), f"{key}.path", f"no file matches {path}")
+        else:
+            _check(Path(path).exists(), f"{key}.path", f"dataset file {path} does not exist")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the key for any invalid setting. Cheap: loads no data or model."""
+    ser = _typed(cfg.ser, SERSchema, "ser")
+    splits = _typed(cfg.splits, SplitsSchema, "splits")
+    schedule = _typed(cfg.schedule, ScheduleSchema, "schedule")
+    t = ser.thresholds
+    _check(schedule.name in SCHEDULES, "schedule.name", f"must be one of {SCHEDULES}, got {schedule.name!r}")
+    _check(ser.rule in RULES, "ser.rule", f"must be one of {RULES}, got {ser.rule!r}")
+    _check(ser.confidence in CONFIDENCES, "ser.confidence", f"must be one of {CONFIDENCES}, got {ser.confidence!r}")
+    for name in ("tau_high", "tau_low", "delta"):
+        value = getattr(t, name)
+        _check(0.0 <= value <= 1.0, f"ser.thresholds.{name}", f"must be in [0, 1], got {value}")
+    _check(t.tau_low < t.tau_high, "ser.thresholds.tau_low",
+           f"must be below tau_high ({t.tau_low} >= {t.tau_high})")
+    _check(ser.min_pairs >= 1, "ser.min_pairs", f"must be >= 1, got {ser.min_pairs}")
+    _check(ser.max_loops >= 0, "ser.max_loops", f"must be >= 0, got {ser.max_loops}")
+    _check(ser.patience >= 1, "ser.patience", f"must be >= 1, got {ser.patience}")
+    _check(ser.retrain_from in ("last", "base"), "ser.retrain_from", f"must be last or base, got {ser.retrain_from!r}")
+    _check(ser.final_model in ("best_val", "last"), "ser.final_model", f"must be best_val or last, got {ser.final_model!r}")
+    _check(ser.keep_checkpoints in ("all", "best_last"), "ser.keep_checkpoints",
+           f"must be all or best_last, got {ser.keep_checkpoints!r}")
+    _check(0.0 < splits.seed_fraction <= 1.0, "splits.seed_fraction", f"must be in (0, 1], got {splits.seed_fraction}")
+    _check(0.0 <= splits.val_fraction < 1.0, "splits.val_fraction", f"must be in [0, 1), got {splits.val_fraction}")
+    _check(0.0 <= splits.test_fraction < 1.0, "splits.test_fraction", f"must be in [0, 1), got {splits.test_fraction}")
+    if schedule.name == "ser":
+        _check(splits.seed_fraction < 1.0, "splits.seed_fraction", "must be < 1 for schedule=ser: the pool is empty")
+        _check(splits.val_fraction > 0.0, "splits.val_fraction", "must be > 0 for schedule=ser: stopping needs validation data")
+    data = cfg.data
+    _check(data.kind in ("synthetic", "source"), "data.kind", f"must be synthetic or source, got {data.kind!r}")
+    _check(data.overlong in ("truncate", "drop"), "data.overlong", f"must be truncate or drop, got {data.overlong!r}")
+    _check(data.truncation_side in ("left", "right"), "data.truncation_side", "must be left or right")
+    _check(int(data.max_length) > 0, "data.max_length", f"must be > 0, got {data.max_length}")
+    if data.kind == "source":
+        _check(data.get("source") is not None, "data.source", "must be set when data.kind=source")
+        _check_source_path(data.source, "data.source")
+        _check_source_path(data.get("test_source"), "data.test_source")
+    _check(cfg.rm.get("trust_remote_code", False) in (False, True), "rm.trust_remote_code", "must be a boolean")
+    _check_targets(OmegaConf.to_container(cfg, resolve=False))
+
+
+def run_id(override_dirname: str) -> str:
+    """A run dir name derived from the command's overrides: a relaunched job finds its own dir."""
+    if not override_dirname:
+        return "default"
+    safe = re.sub(r"[^A-Za-z0-9=,._+-]", "_", override_dirname)
+    if len(safe) <= 120:
+        return safe
+    return safe[:100] + "-" + hashlib.sha1(override_dirname.encode()).hexdigest()[:10]
+
+
+def wandb_id(output_dir: str) -> str:
+    """A stable wandb run id per run dir: a resumed run logs to the same wandb run."""
+    return hashlib.sha1(str(Path(output_dir).resolve()).encode()).hexdigest()[:12]
+
+
+def register_resolvers() -> None:
+    for name, fn in (("run_id", run_id), ("wandb_id", wandb_id)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+register_resolvers()

@@ -1,0 +1,60 @@
+"""Turn raw RM scores of a pair's two answers into the probabilities the status rules threshold.
+
+- pointwise: p_i = sigmoid(r_i), the paper. Depends on the RM's arbitrary offset and scale.
+- pairwise: p_1 = sigmoid(r_1 - r_2), p_2 = 1 - p_1: each answer's chance of beating the other.
+- calibrated: p_i = sigmoid((r_i - c) / T), with T fitted on the validation pairs so that
+  sigmoid(margin / T) is calibrated, and c the validation rewards' median: each answer's chance
+  of beating a typical answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+CONFIDENCES = ("pointwise", "pairwise", "calibrated")
+
+
+def fit_temperature(margins: torch.Tensor, steps: int = 200) -> float:
+    """T minimising the NLL of sigmoid(margin / T) on labeled pairs (margin = r_chosen - r_rejected)."""
+    margins = margins.detach().double()
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = -F.logsigmoid(margins / log_t.exp()).mean()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.exp().clamp(1e-3, 1e3))
+
+
+@dataclass(frozen=True)
+class Confidence:
+    mode: str = "pointwise"
+    temperature: float = 1.0
+    center: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in CONFIDENCES:
+            raise ValueError(f"ser.confidence must be one of {CONFIDENCES}, got {self.mode!r}")
+
+    @classmethod
+    def fit(cls, mode: str, val_chosen: torch.Tensor, val_rejected: torch.Tensor) -> "Confidence":
+        if mode != "calibrated":
+            return cls(mode)
+        temperature = fit_temperature(val_chosen - val_rejected)
+        center = float(torch.cat([val_chosen, val_rejected]).median())
+        return cls(mode, temperature, center)
+
+    def probabilities(self, r1: torch.Tensor, r2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mode == "pointwise":
+            return torch.sigmoid(r1), torch.sigmoid(r2)
+        if self.mode == "pairwise":
+            p1 = torch.sigmoid(r1 - r2)
+            return p1, 1 - p1
+        return torch.sigmoid((r1 - self.center) / self.temperature), torch.sigmoid((r2 - self.center) / self.temperature)

@@ -1,0 +1,53 @@
+"""Self-labeling: score the pool, let the RM judge its status, keep and label the pairs it may use."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ser.data.schema import PreferencePair
+from ser.evolve.confidence import Confidence
+from ser.evolve.status import Decision, Thresholds, decide
+
+
+def self_label(pool: Sequence[PreferencePair], reward_a: torch.Tensor, reward_b: torch.Tensor, *,
+               confidence: Confidence, rule: str, thresholds: Thresholds, min_pairs: int,
+               previous_status: str | None, loop: int) -> tuple[Decision, list[dict[str, Any]]]:
+    """Decide this loop's status and return the kept pairs, labeled by the RM, with provenance.
+
+    Answer a is the source's chosen answer, b its rejected one; the RM scores each on its own, so
+    the order leaks nothing. The higher-scored answer becomes "chosen"; `correct` records whether
+    that agrees with the hidden human label (used only to report self-label accuracy).
+    """
+    p_a, p_b = confidence.probabilities(reward_a, reward_b)
+    decision = decide(p_a, p_b, rule=rule, thresholds=thresholds, min_pairs=min_pairs,
+                      previous_status=previous_status)
+    rows = []
+    for i in torch.nonzero(decision.mask).flatten().tolist():
+        pair = pool[i]
+        a_wins = bool(reward_a[i] > reward_b[i])
+        rows.append({
+            "id": pair.id,
+            "prompt": pair.prompt,
+            "chosen": pair.chosen if a_wins else pair.rejected,
+            "rejected": pair.rejected if a_wins else pair.chosen,
+            "loop": loop,
+            "status": decision.status,
+            "score_chosen": float(max(reward_a[i], reward_b[i])),
+            "score_rejected": float(min(reward_a[i], reward_b[i])),
+            "confidence": float(abs(p_a[i] - p_b[i])),  # |p_chosen - p_rejected| under the confidence mode
+            "p_chosen": float(p_a[i] if a_wins else p_b[i]),
+            "p_rejected": float(p_b[i] if a_wins else p_a[i]),
+            "correct": a_wins,
+        })
+    return decision, rows
+
+
+def self_label_accuracy(rows: Sequence[dict[str, Any]]) -> float | None:
+    return sum(r["correct"] for r in rows) / len(rows) if rows else None
+
+
+def as_pairs(rows: Sequence[dict[str, Any]]) -> list[PreferencePair]:
+    return [PreferencePair(id=r["id"], prompt=r["prompt"], chosen=r["chosen"], rejected=r["rejected"]) for r in rows]

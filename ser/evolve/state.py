@@ -1,0 +1,47 @@
+"""The loop's resumable state: what finished, what was selected, and where its weights are.
+
+Written atomically after every finished loop, so a killed run restarted with the same command
+continues after its last finished loop, with the same selections and the same weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ser.io import atomic_write_json, read_json
+
+STATE_FILE = "state.json"
+
+
+@dataclass
+class LoopState:
+    config_hash: str
+    loops: list[dict[str, Any]] = field(default_factory=list)  # one summary record per finished loop
+    selected: dict[str, dict[str, Any]] = field(default_factory=dict)  # pair id -> self-labeled row
+    removed_from_pool: list[str] = field(default_factory=list)
+    status: str | None = None  # the last loop's status
+    stopped: bool = False
+    stop_reason: str = ""
+    checkpoint: str | None = None  # weights of the last finished loop
+
+    @property
+    def next_loop(self) -> int:
+        return len(self.loops)
+
+    def save(self, out_dir: Path) -> None:
+        atomic_write_json(out_dir / STATE_FILE, asdict(self))
+
+    @classmethod
+    def load(cls, out_dir: Path) -> "LoopState | None":
+        path = out_dir / STATE_FILE
+        return cls(**read_json(path)) if path.exists() else None
+
+
+def config_hash(resolved: dict[str, Any], ignore: tuple[str, ...] = ("resume", "paths", "logger", "trainer")) -> str:
+    """Hash of the settings that decide results; a resumed run must match it exactly."""
+    kept = {k: v for k, v in resolved.items() if k not in ignore}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,283 @@
+"""Run one schedule end to end: data -> seed RM -> (self-evolving loops) -> final RM and reports.
+
+Schedules (the three columns of the paper's table, on identical splits for a given seed):
+- seed_only: train on the labeled seed; no loops.
+- ser: seed RM, then self-labeling loops until the status rule or validation accuracy stops them.
+- full_data: all pool labels revealed; the upper bound.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_model, save_model
+
+from ser.data.dataset import build_pairs
+from ser.data.schema import PreferencePair
+from ser.data.splits import Splits, split_pairs
+from ser.evolve.confidence import Confidence
+from ser.evolve.selection import as_pairs, self_label, self_label_accuracy
+from ser.evolve.state import LoopState, config_hash
+from ser.evolve.status import Thresholds
+from ser.io import atomic_write_csv, atomic_write_json, atomic_write_jsonl
+from ser.report import plot_loops, print_loop_table
+from ser.reward.backbone import apply_lora, load_backbone
+from ser.reward.collator import TokenCache, render
+from ser.reward.export import export_reward_model
+from ser.reward.module import RewardModule
+from ser.reward.train import evaluate_pairs, fit_reward_model, pair_features, pair_rewards
+
+log = logging.getLogger(__name__)
+
+
+def drop_or_count_overlong(pairs: list[PreferencePair], cache: TokenCache, template: str, policy: str
+                           ) -> tuple[list[PreferencePair], dict[str, Any]]:
+    """Count pairs with a side longer than max_length; truncate them (kept) or drop them, by config."""
+    overlong = [p for p in pairs
+                if cache.is_truncated(render(template, p.prompt, p.chosen))
+                or cache.is_truncated(render(template, p.prompt, p.rejected))]
+    report = {"max_length": cache.max_length, "policy": policy, "overlong_pairs": len(overlong),
+              "examples": [p.id for p in overlong[:20]]}
+    if policy == "drop" and overlong:
+        ids = {p.id for p in overlong}
+        pairs = [p for p in pairs if p.id not in ids]
+    if overlong:
+        log.warning("%d pairs exceed max_length=%d tokens: %s", len(overlong), cache.max_length,
+                    "dropped" if policy == "drop" else "truncated (side=%s)" % cache.tokenizer.truncation_side)
+    return pairs, report
+
+
+class Experiment:
+    """One run of one schedule; every file it writes lives under `out_dir`."""
+
+    def __init__(self, cfg: DictConfig, out_dir: Path) -> None:
+        self.cfg = cfg
+        self.out = out_dir
+        self.resolved = OmegaConf.to_container(cfg, resolve=True)
+        self.schedule = cfg.schedule.name
+        self.loggers: list = []
+
+    # ---- set-up -------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        cfg = self.cfg
+        pairs, own_test, reports = build_pairs(cfg.data)
+        pl.seed_everything(cfg.seed, workers=True)  # before the score head is created: reproducible head
+        vocab = [t for p in pairs[:5000] for t in (p.prompt, p.chosen, p.rejected)]
+        self.model, self.tokenizer = load_backbone(cfg.rm, vocab_texts=vocab)
+        self.tokenizer.truncation_side = cfg.data.truncation_side
+        if cfg.rm.lora:
+            self.model = apply_lora(self.model, cfg.rm.lora)
+        self.base_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+        self.cache = TokenCache(self.tokenizer, cfg.data.max_length)
+        self.template = cfg.data.template
+        pairs, overlong = drop_or_count_overlong(pairs, self.cache, self.template, cfg.data.overlong)
+        if own_test is not None:
+            own_test, test_overlong = drop_or_count_overlong(own_test, self.cache, self.template, cfg.data.overlong)
+            overlong["test_overlong_pairs"] = test_overlong["overlong_pairs"]
+        sp = cfg.splits
+        self.splits: Splits = split_pairs(pairs, seed=cfg.seed, seed_fraction=sp.seed_fraction,
+                                          val_fraction=sp.val_fraction, test_fraction=sp.test_fraction,
+                                          test_pairs=own_test)
+        if not self.splits.seed:
+            raise ValueError(f"splits.seed_fraction={sp.seed_fraction} leaves no labeled training pairs "
+                             f"({len(pairs)} pairs in all): raise it or use more data")
+        atomic_write_json(self.out / "data_report.json", {
+            "sources": [r.to_dict() for r in reports], "overlong": overlong, "splits": self.splits.sizes()})
+        for r in reports:
+            if r.issues:
+                log.warning("%s: skipped %d of %d rows: %s (see data_report.json)", r.source, len(r.issues),
+                            r.rows_read, r.counts)
+        log.info("splits (by prompt): %s", self.splits.sizes())
+        self.module = RewardModule(self.model, instantiate(cfg.rm.optimizer), cfg.rm.scheduler, cfg.rm.pooling)
+        self.features = {name: pair_features(getattr(self.splits, name), self.cache, self.template)
+                         for name in ("seed", "val", "test")}
+        self.pool_features = pair_features(self.splits.pool, self.cache, self.template)
+        self.loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
+
+    # ---- pieces of a loop ---------------------------------------------------------------------
+    def _eval_kwargs(self, desc: str) -> dict[str, Any]:
+        return {"pad_id": self.tokenizer.pad_token_id, "batch_size": self.cfg.rm.eval_batch_size,
+                "precision": str(self.cfg.trainer.precision), "progress": True, "desc": desc}
+
+    def train(self, train_pairs: list[PreferencePair], loop: int) -> None:
+        cfg = self.cfg
+        if loop > 0 and cfg.ser.retrain_from == "base":
+            self.model.load_state_dict(self.base_state)
+        self.module.metric_prefix = f"loop{loop}/"
+        features = pair_features(train_pairs, self.cache, self.template)
+        log.info("loop %d: training the RM on %d pairs for %d epochs", loop, len(features), cfg.rm.epochs)
+        fit_reward_model(self.module, features, self.features["val"], trainer_cfg=cfg.trainer,
+                         epochs=cfg.rm.epochs, batch_size=cfg.rm.batch_size, pad_id=self.tokenizer.pad_token_id,
+                         seed=cfg.seed + loop, loggers=self.loggers)
+
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        return {name: evaluate_pairs(self.module, self.features[name], **self._eval_kwargs(f"eval {name}"))
+                for name in ("val", "test")}
+
+    def checkpoint(self, loop: int) -> str:
+        path = self.out / "checkpoints" / f"loop_{loop}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_model(self.model, str(tmp))
+        tmp.replace(path)
+        return str(path)
+
+    def record(self, state: LoopState, loop: int, status: str | None, new_rows: list[dict], started: float,
+               candidates: dict[str, int] | None = None, note: str = "") -> dict[str, Any]:
+        metrics = self.evaluate()
+        val, test = metrics["val"], metrics["test"]
+        entry = {
+            "loop": loop, "status": status, "selected": len(new_rows), "selected_total": len(state.selected),
+            "self_label_accuracy": self_label_accuracy(new_rows),
+            "self_label_accuracy_total": self_label_accuracy(list(state.selected.values())),
+            "candidates": candidates or {}, "train_pairs": self._train_size(state),
+            "val_accuracy": val.get("accuracy"), "val_ece": val.get("ece"),
+            "test_accuracy": test.get("accuracy"), "test_ece": test.get("ece"),
+            "test_margin": test.get("margin"), "reward_mean": test.get("reward_mean"),
+            "reward_std": test.get("reward_std"), "seconds": round(time.time() - started, 2), "note": note,
+        }
+        state.loops.append(entry)
+        state.checkpoint = self.checkpoint(loop)
+        state.status = status or state.status
+        state.save(self.out)
+        for lg in self.loggers:
+            lg.log_metrics({f"loop/{k}": v for k, v in entry.items() if isinstance(v, (int, float)) and v is not None},
+                           step=loop)
+        atomic_write_csv(self.out / "loops.csv", [{k: v for k, v in e.items() if k != "candidates"}
+                                                  for e in state.loops])
+        print_loop_table(state.loops, title=f"{self.schedule} · {self.cfg.data.name} · {self.cfg.rm.name} · seed {self.cfg.seed}")
+        return entry
+
+    def _train_size(self, state: LoopState) -> int:
+        seed = len(self.splits.seed) if (self.cfg.ser.mix_seed or not state.selected) else 0
+        return seed + len(state.selected)
+
+    def training_pairs(self, state: LoopState) -> list[PreferencePair]:
+        if self.schedule == "full_data":
+            return self.splits.seed + self.splits.pool
+        selected = as_pairs(list(state.selected.values()))
+        if not selected or self.cfg.ser.mix_seed:
+            return self.splits.seed + selected
+        return selected
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.prepare()
+        digest = config_hash(self.resolved)
+        state = LoopState.load(self.out) if cfg.resume else None
+        if state is not None and state.config_hash != digest:
+            raise RuntimeError(f"{self.out}: holds a run with another config (hash {state.config_hash} != {digest}); "
+                               "use another run dir, or resume=false to start over")
+        if state is not None and state.loops:
+            load_model(self.model, state.checkpoint)
+            log.info("resuming %s after loop %d", self.out, state.loops[-1]["loop"])
+        state = state or LoopState(config_hash=digest)
+
+        if not state.loops:  # loop 0: the seed RM (or the full-data RM)
+            started = time.time()
+            self.train(self.training_pairs(state), loop=0)
+            self.record(state, 0, None, [], started)
+        max_loops = cfg.ser.max_loops if self.schedule == "ser" else 0
+        while not state.stopped and state.next_loop <= max_loops:
+            self.evolve_once(state)
+        if not state.stopped:
+            state.stopped, state.stop_reason = True, state.stop_reason or f"reached max_loops={max_loops}"
+            state.save(self.out)
+        return self.finish(state)
+
+    def evolve_once(self, state: LoopState) -> None:
+        cfg, loop, started = self.cfg, state.next_loop, time.time()
+        removed = set(state.removed_from_pool)
+        pool_index = [i for i, p in enumerate(self.splits.pool) if p.id not in removed]
+        pool = [self.splits.pool[i] for i in pool_index]
+        reward_a, reward_b = pair_rewards(self.module, [self.pool_features[i] for i in pool_index],
+                                          **self._eval_kwargs(f"loop {loop}: scoring pool"))
+        val_c, val_r = pair_rewards(self.module, self.features["val"], **self._eval_kwargs("calibrating"))
+        confidence = Confidence.fit(cfg.ser.confidence, val_c, val_r)
+        th = cfg.ser.thresholds
+        decision, rows = self_label(pool, reward_a, reward_b, confidence=confidence, rule=cfg.ser.rule,
+                                    thresholds=Thresholds(th.tau_high, th.tau_low, th.delta),
+                                    min_pairs=cfg.ser.min_pairs, previous_status=state.status, loop=loop)
+        log.info("loop %d: %s (candidates %s)", loop, decision.reason, decision.candidates)
+        if decision.stop:
+            log.warning("loop %d: stopping: %s", loop, decision.reason)
+            state.stopped, state.stop_reason = True, decision.reason
+            state.save(self.out)
+            return
+        atomic_write_jsonl(self.out / "selflabels" / f"loop_{loop}.jsonl", rows)
+        for row in rows:  # D_n = D_new + D_(n-1); a pair labeled again keeps its newest label
+            state.selected[row["id"]] = row
+        if cfg.ser.remove_selected:
+            state.removed_from_pool.extend(r["id"] for r in rows)
+        self.train(self.training_pairs(state), loop=loop)
+        entry = self.record(state, loop, decision.status, rows, started, decision.candidates, decision.reason)
+        self.check_patience(state, entry)
+
+    def check_patience(self, state: LoopState, entry: dict[str, Any]) -> None:
+        best = max(e["val_accuracy"] for e in state.loops)
+        best_loop = max(e["loop"] for e in state.loops if e["val_accuracy"] == best)
+        since = entry["loop"] - best_loop
+        if since >= self.cfg.ser.patience:
+            state.stopped = True
+            state.stop_reason = f"validation accuracy has not improved for {since} loop(s) (best {best:.4f} at loop {best_loop})"
+            log.warning("stopping: %s", state.stop_reason)
+            state.save(self.out)
+
+    # ---- outputs ------------------------------------------------------------------------------
+    def finish(self, state: LoopState) -> dict[str, Any]:
+        cfg = self.cfg
+        loops = state.loops
+        if cfg.ser.final_model == "best_val":  # ties go to the later loop: it saw more data
+            final = max(reversed(loops), key=lambda e: e["val_accuracy"])
+        else:
+            final = loops[-1]
+        path = self.out / "checkpoints" / f"loop_{final['loop']}.safetensors"
+        load_model(self.model, str(path))
+        atomic_write_jsonl(self.out / "selflabels" / "all.jsonl", state.selected.values())
+        export_reward_model(self.model, self.tokenizer, self.out / "final_rm", {
+            "template": self.template, "max_length": cfg.data.max_length, "pooling": self.module.pooling,
+            "reward_mean": final["reward_mean"], "reward_std": final["reward_std"], "loop": final["loop"],
+            "schedule": self.schedule, "data": cfg.data.name})
+        self._prune_checkpoints(state, final["loop"])
+        summary = {
+            "schedule": self.schedule, "data": cfg.data.name, "rm": cfg.rm.name, "seed": cfg.seed,
+            "splits": self.splits.sizes(), "stop_reason": state.stop_reason,
+            "loops": [{k: e[k] for k in ("loop", "status", "selected", "selected_total", "self_label_accuracy",
+                                         "val_accuracy", "test_accuracy", "test_ece", "seconds", "candidates",
+                                         "note")} for e in loops],
+            "final": {"loop": final["loop"], "selected_by": cfg.ser.final_model,
+                      "val_accuracy": final["val_accuracy"], "test_accuracy": final["test_accuracy"],
+                      "test_ece": final["test_ece"]},
+        }
+        atomic_write_json(self.out / "summary.json", summary)
+        plot_loops(loops, self.out / "accuracy_per_loop.png", title=f"{self.schedule} on {cfg.data.name} ({cfg.rm.name})")
+        for lg in self.loggers:
+            lg.log_metrics({"final/test_accuracy": final["test_accuracy"], "final/test_ece": final["test_ece"]},
+                           step=len(loops))
+            lg.finalize("success")
+        log.info("final RM (loop %d, by %s): test accuracy %.4f -> %s", final["loop"], cfg.ser.final_model,
+                 final["test_accuracy"], self.out / "final_rm")
+        return summary
+
+    def _prune_checkpoints(self, state: LoopState, final_loop: int) -> None:
+        if self.cfg.ser.keep_checkpoints == "all":
+            return
+        keep = {final_loop, state.loops[-1]["loop"]}
+        for path in (self.out / "checkpoints").glob("loop_*.safetensors"):
+            if int(path.stem.split("_")[1]) not in keep:
+                path.unlink()
+
+
+def run_experiment(cfg: DictConfig) -> dict[str, Any]:
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return Experiment(cfg, out).run()

@@ -1,0 +1,60 @@
+"""What a person sees: the per-loop console table and the accuracy-per-loop plot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def print_loop_table(loops: Sequence[dict[str, Any]], title: str = "", console: Console | None = None) -> None:
+    table = Table(title=title)
+    for column in ("loop", "status", "selected", "total", "self-label acc %", "val acc %", "test acc %",
+                   "test ECE", "seconds"):
+        table.add_column(column, justify="right")
+    for e in loops:
+        table.add_row(str(e["loop"]), str(e["status"] or "seed"), str(e["selected"]), str(e["selected_total"]),
+                      _pct(e["self_label_accuracy"]), _pct(e["val_accuracy"]), _pct(e["test_accuracy"]),
+                      "-" if e["test_ece"] is None else f"{e['test_ece']:.3f}", f"{e['seconds']:.1f}")
+    (console or Console()).print(table)
+
+
+def plot_loops(loops: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """Validation, test and self-label accuracy per loop, with selected counts on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [e["loop"] for e in loops]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(xs, [100 * e["val_accuracy"] for e in loops], "o-", label="validation accuracy")
+    ax.plot(xs, [100 * e["test_accuracy"] for e in loops], "s-", label="test accuracy")
+    sl = [(e["loop"], 100 * e["self_label_accuracy"]) for e in loops if e["self_label_accuracy"] is not None]
+    if sl:
+        ax.plot(*zip(*sl), "^--", label="self-label accuracy")
+    ax.set_xlabel("loop (0 = seed RM)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_xticks(xs)
+    ax.grid(alpha=0.3)
+    counts = ax.twinx()
+    counts.bar(xs, [e["selected_total"] for e in loops], alpha=0.15, color="grey", label="self-labeled pairs (total)")
+    counts.set_ylabel("self-labeled pairs (total)")
+    lines, labels = ax.get_legend_handles_labels()
+    bars, bar_labels = counts.get_legend_handles_labels()
+    ax.legend(lines + bars, labels + bar_labels, loc="lower right", fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,133 @@
+"""Build the reward model's backbone and tokenizer from config.
+
+Any `AutoModelForSequenceClassification(num_labels=1)`, encoder or decoder, from a hub name, a
+local path, a model an installed package ships (offline), a GGUF file converted once to a
+safetensors cache, or a tiny random model built from a config (tests).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model_source(source: Mapping[str, Any]) -> str:
+    """Where to load weights from: a hub name or a local directory.
+
+    kinds: `hub` (name_or_path: hub name or local dir), `package` (a pip package that ships a model:
+    `package` + `package_attr`, a function returning its directory), `gguf` (package or file +
+    `gguf_file`, converted once to `cache_dir`).
+    """
+    kind = source.get("kind", "hub")
+    if kind == "hub":
+        return os.path.expanduser(str(source["name_or_path"]))
+    if kind == "package":
+        module = importlib.import_module(source["package"])
+        return str(getattr(module, source.get("package_attr", "get_model_path"))())
+    if kind == "gguf":
+        return str(convert_gguf_to_safetensors(source))
+    raise ValueError(f"rm.source.kind must be hub, package, gguf or config; got {kind!r}")
+
+
+def _gguf_path(source: Mapping[str, Any]) -> Path:
+    if source.get("package"):
+        module = importlib.import_module(source["package"])
+        return Path(module.__file__).resolve().parent / source["gguf_file"]
+    return Path(os.path.expanduser(source["gguf_file"]))
+
+
+def convert_gguf_to_safetensors(source: Mapping[str, Any]) -> Path:
+    """Dequantise a GGUF model once into a safetensors directory and return that directory.
+
+    transformers loads GGUF but marks the model quantized, which blocks training and saving;
+    a plain safetensors copy avoids both. Later runs reuse the cache.
+    """
+    gguf = _gguf_path(source)
+    cache = Path(os.path.expanduser(source["cache_dir"]))
+    if (cache / "config.json").exists() and any(cache.glob("*.safetensors")):
+        return cache
+    if not gguf.exists():
+        raise FileNotFoundError(f"rm.source.gguf_file: {gguf} does not exist")
+    log.info("Converting %s to a safetensors cache in %s (once)", gguf, cache)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.config.quantization_config = None
+    if hasattr(model, "hf_quantizer"):
+        model.hf_quantizer = None
+    tmp = cache.with_name(cache.name + ".tmp")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(cache)  # atomic: a killed conversion never leaves a half cache behind
+    return cache
+
+
+def build_tiny_tokenizer(vocab_texts: list[str] | None = None, *, decoder: bool = False) -> PreTrainedTokenizerBase:
+    """A small word-level tokenizer built locally (no download), for tests and tiny models."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "<eos>"]
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(vocab_texts or ["hello world"], trainers.WordLevelTrainer(special_tokens=specials))
+    if decoder:  # a decoder appends eos and pads with eos: the pad == eos case of real LLMs
+        tok.post_processor = processors.TemplateProcessing(single="$A <eos>", special_tokens=[("<eos>", 4)])
+        return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="<eos>", pad_token="<eos>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]")
+
+
+def _tiny_model(config: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    config = dict(config)
+    model_type = config.pop("model_type")
+    cfg = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), num_labels=1, **config)
+    cfg.pad_token_id = tokenizer.pad_token_id
+    return AutoModelForSequenceClassification.from_config(cfg)
+
+
+def load_backbone(rm: Mapping[str, Any], vocab_texts: list[str] | None = None
+                  ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The RM backbone with a one-output score head, and its tokenizer, pad token set explicitly."""
+    source = rm["source"]
+    trust = bool(rm.get("trust_remote_code", False))
+    if source.get("kind") == "config":
+        tokenizer = build_tiny_tokenizer(vocab_texts, decoder=bool(source.get("decoder", False)))
+        model = _tiny_model(source["config"], tokenizer)
+    else:
+        where = resolve_model_source(source)
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            where, num_labels=1, trust_remote_code=trust, use_safetensors=rm.get("use_safetensors", True))
+    if tokenizer.pad_token is None:  # decoders ship without one: pad with eos, pool by attention mask
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def apply_lora(model: PreTrainedModel, lora: Mapping[str, Any]) -> PreTrainedModel:
+    """Wrap with a LoRA adapter; the score head stays fully trainable and is saved with it."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    head = "score" if hasattr(model, "score") else "classifier"
+    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora["r"], lora_alpha=lora["alpha"],
+                        lora_dropout=lora.get("dropout", 0.0), target_modules=lora.get("target_modules"),
+                        modules_to_save=[head])
+    return get_peft_model(model, config)

@@ -1,0 +1,110 @@
+"""The reward model as a LightningModule: one forward pass for chosen and rejected."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from transformers import PreTrainedModel, get_scheduler
+
+from ser.reward.metrics import PairwiseMetrics, pairwise_loss
+
+POOLINGS = ("auto", "hf", "last", "mean")
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last attended token per row, for left or right padding.
+
+    Derived from the attention mask, never from the pad id: when pad == eos, searching for the
+    first pad token would stop at the sequence's own eos and pool the wrong position.
+    """
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (positions * attention_mask).argmax(dim=1)
+
+
+def _inner(model: torch.nn.Module) -> PreTrainedModel:
+    """The transformers model under an optional peft wrapper (LoRA layers live inside it)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def resolve_pooling(model: torch.nn.Module, pooling: str) -> str:
+    if pooling not in POOLINGS:
+        raise ValueError(f"rm.pooling must be one of {POOLINGS}, got {pooling!r}")
+    if pooling != "auto":
+        return pooling
+    # Decoder classifiers carry a `score` head over every position: pool the last real token.
+    return "last" if hasattr(_inner(model), "score") else "hf"
+
+
+def compute_rewards(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    pooling: str) -> torch.Tensor:
+    """One scalar reward per row."""
+    if pooling == "hf":
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1)
+    inner = _inner(model)
+    hidden = inner.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    if pooling == "last":
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
+    else:  # mean over attended tokens
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+    head = inner.score if hasattr(inner, "score") else inner.classifier
+    return head(pooled).squeeze(-1).float()
+
+
+class RewardModule(pl.LightningModule):
+    """Pairwise reward model. Batches come from `PairCollator`: chosen rows, then rejected rows."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Mapping[str, Any] | None = None, pooling: str = "auto") -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.scheduler_cfg = dict(scheduler or {"name": "linear", "warmup_ratio": 0.0})
+        self.pooling = resolve_pooling(model, pooling)
+        self.val_metrics = PairwiseMetrics()
+        self.train_metrics = PairwiseMetrics()
+        self.metric_prefix = ""  # e.g. "loop1/" so one logger keeps every loop apart
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return compute_rewards(self.model, input_ids, attention_mask, self.pooling)
+
+    def _pair_rewards(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        rewards = self(batch["input_ids"], batch["attention_mask"])
+        half = rewards.shape[0] // 2
+        return rewards[:half], rewards[half:]
+
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        chosen, rejected = self._pair_rewards(batch)
+        loss = pairwise_loss(chosen, rejected, batch.get("weight"))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite RM loss {loss.item()} at step {self.global_step}")
+        self.train_metrics.update(chosen, rejected)
+        self.log(f"{self.metric_prefix}train/loss", loss, prog_bar=True, batch_size=chosen.shape[0])
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        for name, value in self.train_metrics.compute().items():
+            self.log(f"{self.metric_prefix}train/{name}", value)
+        self.train_metrics.reset()
+
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        chosen, rejected = self._pair_rewards(batch)
+        self.val_metrics.update(chosen, rejected)
+        self.log(f"{self.metric_prefix}val/loss", pairwise_loss(chosen, rejected), batch_size=chosen.shape[0])
+
+    def on_validation_epoch_end(self) -> None:
+        for name, value in self.val_metrics.compute().items():
+            self.log(f"{self.metric_prefix}val/{name}", value, prog_bar=name == "accuracy")
+        self.val_metrics.reset()
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params=params)
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = int(self.scheduler_cfg.get("warmup_ratio", 0.0) * total)
+        scheduler = get_scheduler(self.scheduler_cfg.get("name", "linear"), optimizer,
+                                  num_warmup_steps=warmup, num_training_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
