@@ -111,6 +111,8 @@ class Experiment:
         cfg = self.cfg
         if loop > 0 and cfg.ser.retrain_from == "base":
             self.model.load_state_dict(self.base_state)
+        # Reseed per loop: a resumed run draws the same dropout masks and batches as an uninterrupted one.
+        pl.seed_everything(cfg.seed * 1000 + loop, workers=True, verbose=False)
         self.module.metric_prefix = f"loop{loop}/"
         features = pair_features(train_pairs, self.cache, self.template)
         log.info("loop %d: training the RM on %d pairs for %d epochs", loop, len(features), cfg.rm.epochs)

@@ -48,7 +48,7 @@ class RowContext:
         return f"{self.id_prefix}-{self.index}"
 
 
-Adapter = Callable[..., "PreferencePair | list[PreferencePair]"]
+Adapter = Callable[..., PreferencePair | list[PreferencePair]]
 
 
 # ---- field access: every bad value becomes a RowError naming the field ----
@@ -312,7 +312,9 @@ def _adapter(name: str, options: Mapping[str, Any]) -> Adapter:
     return adapter
 
 
-def _pairs_of(adapter: Adapter, row: Any, ctx: RowContext, options: Mapping[str, Any]) -> list[PreferencePair]:
+def _pairs_of(
+    adapter: Adapter, row: Any, ctx: RowContext, options: Mapping[str, Any]
+) -> list[PreferencePair]:
     if isinstance(row, RowError):  # a reader could not parse this row but kept its place
         raise row
     if not isinstance(row, Mapping):

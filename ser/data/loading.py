@@ -66,7 +66,7 @@ class Source:
             raise ValueError("data source needs exactly one of 'hub' and 'path' set")
         if source.get("hub") and not source.get("split"):
             raise ValueError("a 'hub' data source needs 'split'")
-        if source.get("format", "auto") not in FORMATS:
+        if (source.get("format") or "auto") not in FORMATS:
             raise ValueError(f"data source 'format' must be one of {FORMATS}, got {source['format']!r}")
         limit = source.get("limit")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -124,7 +124,12 @@ def _load_files(spec: Source) -> tuple[list[PreferencePair], LoadReport]:
 
 
 def _adapt(
-    rows: Iterable[Any], spec: Source, report: LoadReport, id_prefix: str, seen_ids: set[str], limit: int | None
+    rows: Iterable[Any],
+    spec: Source,
+    report: LoadReport,
+    id_prefix: str,
+    seen_ids: set[str],
+    limit: int | None,
 ) -> list[PreferencePair]:
     pairs = adapt_rows(
         rows, spec.adapter, report, id_prefix=id_prefix, seen_ids=seen_ids, limit=limit, **spec.options

@@ -112,8 +112,8 @@ def test_ultrafeedback_bad_chats() -> None:
 
 
 def uf_row(i: int, chosen: float, rejected: float) -> dict[str, Any]:
-    return {"id": f"u{i}", "prompt": "Q", "chosen": f"a{i}", "rejected": f"b{i}",
-            "score_chosen": chosen, "score_rejected": rejected}  # fmt: skip
+    texts = {"prompt": "Q", "chosen": f"a{i}", "rejected": f"b{i}"}
+    return {"id": f"u{i}", **texts, "score_chosen": chosen, "score_rejected": rejected}
 
 
 def test_ultrafeedback_ties_are_counted_and_kept_by_default() -> None:
@@ -155,7 +155,7 @@ def test_stack_exchange_pairs_answers_with_different_scores() -> None:
 
 
 def test_stack_exchange_cap_is_a_seeded_sample() -> None:
-    all_pairs, _ = run([se_row(1, [5, 4, 3, 2, 1, 0])], "stack_exchange")  # 15 pairs
+    all_pairs, _ = run([se_row(1, [5, 4, 3, 2, 1, 0])], "stack_exchange", max_pairs_per_question=15)
     capped, _ = run([se_row(1, [5, 4, 3, 2, 1, 0])], "stack_exchange", max_pairs_per_question=4, seed=3)
     again, _ = run([se_row(1, [5, 4, 3, 2, 1, 0])], "stack_exchange", max_pairs_per_question=4, seed=3)
     assert len(all_pairs) == 15 and len(capped) == 4
@@ -224,8 +224,8 @@ def test_summarize_min_confidence_and_bad_choice() -> None:
 
 
 def test_summarize_accepts_converted_rows() -> None:
-    row = {"id": "tldr-batch13-0", "prompt": "SUBREDDIT: r/a\nTITLE: t\nPOST: p\nTL;DR:",
-           "chosen": "x", "rejected": "y", "confidence": 3}  # fmt: skip
+    prompt = "SUBREDDIT: r/a\nTITLE: t\nPOST: p\nTL;DR:"
+    row = {"id": "tldr-batch13-0", "prompt": prompt, "chosen": "x", "rejected": "y", "confidence": 3}
     pairs, report = run([row, dict(row, id="tldr-batch13-1", confidence=9)], "summarize", min_confidence=5)
     assert pairs == [PreferencePair("tldr-batch13-1", row["prompt"], "x", "y")]
     assert issues(report) == [(0, "low_confidence", "confidence")]

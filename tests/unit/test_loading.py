@@ -51,14 +51,16 @@ def test_json_lines_plain_and_gzipped(tmp_path: Path, name: str) -> None:
 def test_json_array(tmp_path: Path) -> None:
     path = tmp_path / "d.json"
     path.write_text(json.dumps(ROWS, indent=2))
-    assert load_pairs(source(path))[0] == PAIRS
+    # nulls are what an OmegaConf config gives for keys left unset
+    nulls = {"hub": None, "hub_config": None, "split": None, "format": None, "limit": None, "options": None}
+    assert load_pairs(source(path, **nulls))[0] == PAIRS
 
 
 def test_parquet_with_chat_columns(tmp_path: Path) -> None:
     path = tmp_path / "uf.parquet"
     messages = [[{"role": "user", "content": "Q"}, {"role": "assistant", "content": answer}] for answer in "AB"]
-    pq.write_table(pa.Table.from_pylist([{"chosen": messages[0], "rejected": messages[1], "score_chosen": 3,
-                                           "score_rejected": None}]), path)  # fmt: skip
+    row = {"chosen": messages[0], "rejected": messages[1], "score_chosen": 3, "score_rejected": None}
+    pq.write_table(pa.Table.from_pylist([row]), path)
     pairs, _ = load_pairs({"adapter": "ultrafeedback", "path": str(path)})
     assert pairs == [PreferencePair("uf-0", "Q", "A", "B", 3.0, None)]
 
@@ -159,7 +161,7 @@ def test_duplicate_ids_across_files(tmp_path: Path) -> None:
 
 
 def test_limit_takes_first_valid_pairs_in_file_order(tmp_path: Path) -> None:
-    rows = [ROWS[0], {"prompt": "P", "chosen": "", "rejected": "R"}, ROWS[1], {"id": "c", **ROWS[0], "id": "c"}]
+    rows = [ROWS[0], {"prompt": "P", "chosen": "", "rejected": "R"}, ROWS[1], {**ROWS[0], "id": "c"}]
     path = write_jsonl(tmp_path / "d.jsonl", rows)
     pairs, report = load_pairs(source(path, limit=2))
     assert pairs == PAIRS
@@ -223,13 +225,17 @@ needs_shared = pytest.mark.skipif(not SHARED.exists(), reason=f"shared preferenc
     [
         ("hh-rlhf/helpful-base_test.jsonl.gz", "hh_rlhf", 2354, {"empty_text": 4, "identical_pair": 2}),
         ("hh-rlhf/original_helpful-base_test.jsonl.gz", "hh_rlhf", 2354, {"empty_text": 4, "identical_pair": 2}),
-        ("ultrafeedback/ultrafeedback_binarized_train.jsonl.gz", "ultrafeedback", 1000,
-         {"empty_text": 2, "identical_pair": 4}),
+        (
+            "ultrafeedback/ultrafeedback_binarized_train.jsonl.gz",
+            "ultrafeedback",
+            1000,
+            {"empty_text": 2, "identical_pair": 4},
+        ),
         ("stack-exchange/se_beer_pairs.jsonl.gz", "stack_exchange", 1267, {}),
         ("summarize_from_feedback/tldr_comparisons_valid.jsonl.gz", "summarize", 1771, {}),
         ("summarize_from_feedback/original_batch13.json.gz", "summarize", 1097, {}),
     ],
-)  # fmt: skip
+)
 def test_shared_datasets_load_with_quirks_counted(path: str, adapter: str, rows: int, skipped: dict) -> None:
     pairs, report = load_pairs({"adapter": adapter, "path": str(SHARED / path)})
     assert report.rows_read == rows
@@ -241,14 +247,19 @@ def test_shared_datasets_load_with_quirks_counted(path: str, adapter: str, rows:
 
 @needs_shared
 def test_shared_hh_original_matches_converted_row_by_row() -> None:
-    converted, _ = load_pairs({"adapter": "hh_rlhf", "path": str(SHARED / "hh-rlhf/helpful-base_test.jsonl.gz")})
-    original, _ = load_pairs({"adapter": "hh_rlhf", "path": str(SHARED / "hh-rlhf/original_helpful-base_test.jsonl.gz")})
-    # both skip the same rows, so the kept pairs line up
-    assert [(p.prompt, p.chosen, p.rejected) for p in original] == [(p.prompt, p.chosen, p.rejected) for p in converted]
+    def load(name: str) -> tuple[list[tuple[str, str, str]], list[int]]:
+        pairs, report = load_pairs({"adapter": "hh_rlhf", "path": str(SHARED / "hh-rlhf" / name)})
+        return [(p.prompt, p.chosen, p.rejected) for p in pairs], [i.row for i in report.issues]
+
+    converted, converted_skips = load("helpful-base_test.jsonl.gz")
+    original, original_skips = load("original_helpful-base_test.jsonl.gz")
+    assert original_skips == converted_skips  # the same rows are invalid in both, so kept pairs align
+    assert original == converted
 
 
 @needs_shared
 def test_shared_tldr_original_matches_converted() -> None:
-    converted, _ = load_pairs({"adapter": "summarize", "path": str(SHARED / "summarize_from_feedback/tldr_comparisons_valid.jsonl.gz")})
-    original, _ = load_pairs({"adapter": "summarize", "path": str(SHARED / "summarize_from_feedback/original_batch13.json.gz")})
-    assert original == converted[: len(original)]
+    folder = SHARED / "summarize_from_feedback"
+    converted, _ = load_pairs({"adapter": "summarize", "path": str(folder / "tldr_comparisons_valid.jsonl.gz")})
+    original, _ = load_pairs({"adapter": "summarize", "path": str(folder / "original_batch13.json.gz")})
+    assert original == converted[: len(original)]  # batch13 comes first in the converted file

@@ -1,0 +1,181 @@
+"""experiments/collect.py on fabricated summary.json files with hand-computed statistics."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.collect import CollectError, collect, csv_rows, main, markdown_table, write_outputs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# final test accuracy per schedule and seed: ser closes exactly half of the seed_only -> full_data gap
+ACC = {"seed_only": [0.60, 0.62, 0.64], "ser": [0.70, 0.72, 0.74], "full_data": [0.80, 0.82, 0.84]}
+ECE = {"seed_only": [0.10, 0.20, 0.30], "ser": [0.05, 0.05, 0.05], "full_data": [0.02, 0.04, 0.06]}
+
+
+def summary(schedule: str, seed: int, test_acc: float, test_ece: float, n_loops: int = 1,
+            data: str = "synthetic", rm: str = "minilm") -> dict:
+    loops = [{"loop": i, "status": None if i == 0 else "1", "selected": 0 if i == 0 else 100,
+              "selected_total": 100 * i, "self_label_accuracy": None if i == 0 else 0.9,
+              "val_accuracy": 0.5, "test_accuracy": test_acc - 0.01 * (n_loops - 1 - i), "test_ece": test_ece,
+              "seconds": 1.0, "candidates": {}, "note": ""} for i in range(n_loops)]
+    return {"schedule": schedule, "data": data, "rm": rm, "seed": seed,
+            "splits": {"seed": 196, "val": 66, "pool": 1338, "test": 400}, "stop_reason": "done", "loops": loops,
+            "final": {"loop": n_loops - 1, "selected_by": "best_val", "val_accuracy": 0.5,
+                      "test_accuracy": test_acc, "test_ece": test_ece}}
+
+
+def write(run_dir: Path, content: dict | str) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "state.json").write_text("{}")
+    path = run_dir / "summary.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return path
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """A multirun layout: sweeps/schedule=X,seed=Y/summary.json; ser runs 3 loops (2 SER loops)."""
+    root = tmp_path / "sweeps"
+    for schedule, accs in ACC.items():
+        for seed, acc in enumerate(accs):
+            loops = 3 if schedule == "ser" else 1
+            write(root / f"schedule={schedule},seed={seed}", summary(schedule, seed, acc, ECE[schedule][seed], loops))
+    return root
+
+
+def test_groups_means_stds_and_gap_closed(sweep: Path) -> None:
+    c = collect([sweep])
+    assert [g.key["schedule"] for g in c.groups] == ["seed_only", "ser", "full_data"]
+    seed_only, ser, full = c.groups
+    assert ser.n == 3 and ser.seeds == [0, 1, 2]
+    assert ser.metrics["test_accuracy"].mean == pytest.approx(0.72)
+    assert ser.metrics["test_accuracy"].std == pytest.approx(0.02)
+    assert seed_only.metrics["test_ece"].mean == pytest.approx(0.2)
+    assert seed_only.metrics["test_ece"].std == pytest.approx(0.1)
+    assert ser.metrics["test_ece"].std == pytest.approx(0.0)
+    assert ser.loops_run == 2 and ser.selected_total == 200
+    assert seed_only.loops_run == 0 and seed_only.gap is None and full.gap is None
+    assert ser.gap.of_means == pytest.approx(50.0)
+    assert ser.gap.per_seed.mean == pytest.approx(50.0)
+    assert ser.gap.per_seed.std == pytest.approx(0.0, abs=1e-9)
+    assert ser.gap.paired_seeds == [0, 1, 2]
+
+    table = markdown_table(c)
+    assert ("| synthetic | minilm | ser | 3 | 0, 1, 2 | 72.00 ± 2.00 | 0.050 ± 0.000 | 2.00 | 200.0 "
+            "| 50.00% | 50.00 ± 0.00% |") in table
+    assert ("| synthetic | minilm | seed_only | 3 | 0, 1, 2 | 62.00 ± 2.00 | 0.200 ± 0.100 | 0.00 | 0.0 "
+            "| — | — |") in table
+
+
+def test_single_run_std_is_a_dash_and_full_below_seed_is_na(tmp_path: Path) -> None:
+    write(tmp_path / "a", summary("seed_only", 0, 0.70, 0.1))
+    write(tmp_path / "b", summary("ser", 0, 0.72, 0.1))
+    write(tmp_path / "c", summary("full_data", 0, 0.65, 0.1))
+    c = collect([tmp_path])
+    ser = c.groups[1]
+    assert ser.metrics["test_accuracy"].std is None
+    assert ser.gap.of_means is None and ser.gap.per_seed is None
+    table = markdown_table(c)
+    assert "72.00 ± —" in table
+    assert "| n/a (full <= seed) | n/a (full <= seed) |" in table
+
+
+def test_gap_only_within_the_same_data_and_rm(tmp_path: Path) -> None:
+    write(tmp_path / "a", summary("seed_only", 0, 0.6, 0.1))
+    write(tmp_path / "b", summary("ser", 0, 0.7, 0.1))
+    write(tmp_path / "c", summary("full_data", 0, 0.8, 0.1, rm="other"))
+    write(tmp_path / "d", summary("ablation_x", 0, 0.7, 0.1, rm="other"))
+    c = collect([tmp_path])
+    assert all(g.gap is None for g in c.groups)
+    # the other rm sorts after minilm; unknown schedules follow the three known ones
+    assert [(g.key["rm"], g.key["schedule"]) for g in c.groups] == [
+        ("minilm", "seed_only"), ("minilm", "ser"), ("other", "full_data"), ("other", "ablation_x")]
+
+
+def test_dotted_group_by_key(sweep: Path) -> None:
+    c = collect([sweep], group_by=["schedule", "splits.seed"])
+    assert [(g.key["schedule"], g.key["splits.seed"], g.n) for g in c.groups] == [
+        ("seed_only", 196, 3), ("ser", 196, 3), ("full_data", 196, 3)]
+
+
+def test_duplicate_seed_names_both_files(sweep: Path, tmp_path: Path) -> None:
+    again = write(tmp_path / "rerun" / "ser_seed1", summary("ser", 1, 0.9, 0.1))
+    with pytest.raises(CollectError, match="duplicate") as err:
+        collect([sweep, tmp_path / "rerun"])
+    assert str(again) in str(err.value) and str(sweep / "schedule=ser,seed=1" / "summary.json") in str(err.value)
+
+
+def test_overlapping_dirs_do_not_count_a_run_twice(sweep: Path) -> None:
+    assert len(collect([sweep, sweep / "schedule=ser,seed=0"]).runs) == 9
+
+
+@pytest.mark.parametrize("content", ["{not json", json.dumps({"schedule": "ser", "loops": []}), "[]",
+                                     json.dumps({**summary("ser", 7, 0.7, 0.1), "loops": [1]})])
+def test_malformed_summary_names_the_file(sweep: Path, content: str) -> None:
+    bad = write(sweep / "schedule=ser,seed=7", content)
+    with pytest.raises(CollectError, match="malformed") as err:
+        collect([sweep])
+    assert str(bad) in str(err.value)
+
+
+def test_unfinished_runs_are_counted_and_printed(sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("schedule=ser,seed=3", "schedule=ser,seed=4"):
+        (sweep / name).mkdir()
+        (sweep / name / "state.json").write_text("{}")
+    c = collect([sweep])
+    assert len(c.runs) == 9
+    assert sorted(p.name for p in c.unfinished) == ["schedule=ser,seed=3", "schedule=ser,seed=4"]
+    assert main([str(sweep)]) == 0
+    captured = capsys.readouterr()
+    assert "2 runs without summary.json:" in captured.err and "schedule=ser,seed=4" in captured.err
+    assert "| ser |" in captured.out
+
+
+def test_no_summary_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path)]) == 1
+    assert "no summary.json found" in capsys.readouterr().err
+
+
+def test_csv_rows_one_per_run(sweep: Path) -> None:
+    rows = csv_rows(collect([sweep]))
+    assert len(rows) == 9
+    assert rows[3] == {"data": "synthetic", "rm": "minilm", "schedule": "ser", "seed": 0, "final_loop": 2,
+                       "val_accuracy": 0.5, "test_accuracy": 0.70, "test_ece": 0.05, "loops_run": 2,
+                       "selected_total": 200, "path": str(sweep / "schedule=ser,seed=0" / "summary.json")}
+
+
+def test_write_outputs(sweep: Path, tmp_path: Path) -> None:
+    c = collect([sweep])
+    md, csv_path, png = write_outputs(c, tmp_path / "results" / "demo", command="python experiments/collect.py x")
+    assert md.read_text().count("50.00%") == 1 and "python experiments/collect.py x" in md.read_text()
+    with csv_path.open() as handle:
+        assert [r["schedule"] for r in csv.DictReader(handle)] == ["seed_only"] * 3 + ["ser"] * 3 + ["full_data"] * 3
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in png.parent.iterdir()) == ["demo.csv", "demo.md", "demo.png"]  # no temp files left
+
+
+def test_cli_writes_outputs(sweep: Path, tmp_path: Path) -> None:
+    prefix = tmp_path / "docs" / "results" / "cli"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "experiments/collect.py", str(sweep), "--out", str(prefix)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "| synthetic | minilm | ser | 3 | 0, 1, 2 | 72.00 ± 2.00 |" in proc.stdout
+    md = prefix.with_suffix(".md").read_text()
+    assert "50.00%" in md and f"collected from `{sweep}`" in md and f"--out {prefix}" in md
+    assert len(prefix.with_suffix(".csv").read_text().strip().splitlines()) == 10
+    assert prefix.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_cli_without_summaries_exits_1(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "experiments/collect.py", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "no summary.json found" in proc.stderr

@@ -1,0 +1,145 @@
+"""Collator, loss, pooling and metrics on exact tensors; tiny models built from a config."""
+
+import math
+
+import pytest
+import torch
+
+from ser.reward.backbone import build_tiny_tokenizer, load_backbone
+from ser.reward.collator import PairCollator, TokenCache, pad_batch
+from ser.reward.metrics import PairwiseMetrics, pairwise_loss
+from ser.reward.module import RewardModule, compute_rewards, last_token_index, resolve_pooling
+
+TINY_BERT = {"kind": "config", "decoder": False, "config": {"model_type": "bert", "hidden_size": 16,
+             "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}}
+TINY_LLAMA = {"kind": "config", "decoder": True, "config": {"model_type": "llama", "hidden_size": 16,
+              "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2, "intermediate_size": 32}}
+VOCAB = ["the cat sat on the mat", "a dog ran far away", "Question : Answer"]
+
+
+def test_collator_stacks_chosen_then_rejected_with_explicit_padding():
+    batch = PairCollator(pad_id=0)([
+        {"chosen_ids": [5, 6, 7], "rejected_ids": [8], "weight": 1.0},
+        {"chosen_ids": [9], "rejected_ids": [10, 11], "weight": 0.5},
+    ])
+    assert torch.equal(batch["input_ids"], torch.tensor([[5, 6, 7], [9, 0, 0], [8, 0, 0], [10, 11, 0]]))
+    assert torch.equal(batch["attention_mask"], torch.tensor([[1, 1, 1], [1, 0, 0], [1, 0, 0], [1, 1, 0]]))
+    assert torch.equal(batch["weight"], torch.tensor([1.0, 0.5]))
+
+
+def test_left_padding_and_last_token_index():
+    batch = pad_batch([[1, 2], [3, 4, 5]], pad_id=9, side="left")
+    assert torch.equal(batch["input_ids"], torch.tensor([[9, 1, 2], [3, 4, 5]]))
+    assert last_token_index(batch["attention_mask"]).tolist() == [2, 2]
+    right = pad_batch([[1, 2], [3, 4, 5]], pad_id=9)
+    assert last_token_index(right["attention_mask"]).tolist() == [1, 2]
+
+
+def test_pairwise_loss_exact_values():
+    chosen, rejected = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])
+    expected = (-math.log(1 / (1 + math.exp(-1))) - math.log(1 / (1 + math.exp(2)))) / 2
+    assert pairwise_loss(chosen, rejected).item() == pytest.approx(expected, rel=1e-6)
+    weighted = pairwise_loss(chosen, rejected, torch.tensor([1.0, 0.0]))
+    assert weighted.item() == pytest.approx(-math.log(1 / (1 + math.exp(-1))), rel=1e-6)
+
+
+def test_metrics_exact_values():
+    m = PairwiseMetrics(n_bins=10)
+    m.update(torch.tensor([2.0, 0.0, 1.0, 3.0]), torch.tensor([1.0, 0.0, 2.0, 1.0]))
+    out = m.compute()
+    assert out["accuracy"] == pytest.approx(0.5)  # margins 1, 0 (tie = wrong), -1, 2
+    assert out["margin"] == pytest.approx(0.5)
+    rewards = torch.tensor([2.0, 0.0, 1.0, 3.0, 1.0, 0.0, 2.0, 1.0])
+    assert out["reward_mean"] == pytest.approx(rewards.mean().item())
+    assert out["reward_std"] == pytest.approx(rewards.std(unbiased=False).item(), rel=1e-5)
+    # symmetrised ECE: a perfectly calibrated p = 0.5 everywhere gives 0
+    m2 = PairwiseMetrics()
+    m2.update(torch.zeros(4), torch.zeros(4))
+    assert m2.compute()["ece"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_token_cache_counts_truncation_once():
+    tok = build_tiny_tokenizer(VOCAB)
+    cache = TokenCache(tok, max_length=4)
+    ids = cache.encode(["the cat sat on the mat", "a dog"])
+    assert len(ids[0]) == 4 and cache.is_truncated("the cat sat on the mat")
+    assert not cache.is_truncated("a dog")
+
+
+def test_decoder_pooling_uses_last_real_token_when_pad_equals_eos():
+    torch.manual_seed(0)
+    model, tok = load_backbone({"source": TINY_LLAMA}, vocab_texts=VOCAB)
+    assert tok.pad_token_id == tok.eos_token_id  # the trap: pad == eos
+    assert resolve_pooling(model, "auto") == "last"
+    short = tok("the cat")["input_ids"]  # ends with eos
+    assert short[-1] == tok.eos_token_id
+    alone = compute_rewards(model.eval(), torch.tensor([short]), torch.ones(1, len(short), dtype=torch.long), "last")
+    batch = pad_batch([short, tok("a dog ran far away")["input_ids"]], tok.pad_token_id)
+    padded = compute_rewards(model, batch["input_ids"], batch["attention_mask"], "last")
+    # right-padded with eos, the short row's reward is that of the row alone: pooled at its own eos
+    assert torch.allclose(padded[0], alone[0], atol=1e-5)
+    left = pad_batch([short, tok("a dog ran far away")["input_ids"]], tok.pad_token_id, side="left")
+    assert torch.allclose(compute_rewards(model, left["input_ids"], left["attention_mask"], "last")[0], alone[0], atol=1e-5)
+    # and that position is the sequence's own eos, not the token before it (where a pad-id search stops)
+    with torch.no_grad():
+        per_position = model(input_ids=torch.tensor([short]), output_hidden_states=True).hidden_states[-1]
+        at_eos, before_eos = model.score(per_position[0, -1]), model.score(per_position[0, -2])
+    assert torch.allclose(alone[0], at_eos.squeeze(), atol=1e-5)
+    assert not torch.allclose(alone[0], before_eos.squeeze(), atol=1e-5)
+
+
+def test_encoder_uses_its_own_head_and_one_forward_pass_per_pair():
+    model, tok = load_backbone({"source": TINY_BERT}, vocab_texts=VOCAB)
+    assert resolve_pooling(model, "auto") == "hf"
+    module = RewardModule(model, lambda params: torch.optim.SGD(params, lr=0.1))
+    calls = []
+    model.register_forward_hook(lambda *a: calls.append(1))
+    batch = PairCollator(tok.pad_token_id)([{"chosen_ids": tok("the cat")["input_ids"],
+                                             "rejected_ids": tok("a dog ran")["input_ids"]}] * 3)
+    chosen, rejected = module._pair_rewards(batch)
+    assert chosen.shape == rejected.shape == (3,) and len(calls) == 1
+
+
+def test_training_steps_change_every_trainable_parameter(tmp_path):
+    import pytorch_lightning as pl
+    from omegaconf import OmegaConf
+    from ser.reward.train import fit_reward_model
+
+    torch.manual_seed(0)
+    model, tok = load_backbone({"source": TINY_BERT}, vocab_texts=VOCAB)
+    module = RewardModule(model, lambda params: torch.optim.AdamW(params, lr=1e-2))
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    feats = [{"chosen_ids": tok("the cat sat")["input_ids"], "rejected_ids": tok("a dog ran far")["input_ids"],
+              "weight": 1.0}] * 8
+    trainer_cfg = OmegaConf.create({"_target_": "pytorch_lightning.Trainer", "accelerator": "cpu", "devices": 1,
+                                    "enable_progress_bar": False, "enable_model_summary": False,
+                                    "default_root_dir": str(tmp_path)})
+    fit_reward_model(module, feats, [], trainer_cfg=trainer_cfg, epochs=1, batch_size=4,
+                     pad_id=tok.pad_token_id, seed=0)
+    unchanged = [n for n, p in model.named_parameters()
+                 if p.requires_grad and torch.equal(p.detach(), before[n]) and "pooler" not in n
+                 and "token_type" not in n and "position" not in n]
+    # word embeddings of tokens never seen do not move, but the tensor as a whole does
+    assert unchanged == [], unchanged
+
+
+def test_lora_keeps_the_score_head_trainable_and_saved(tmp_path):
+    from ser.reward.backbone import apply_lora
+    from ser.reward.export import RewardScorer, export_reward_model
+
+    model, tok = load_backbone({"source": TINY_LLAMA}, vocab_texts=VOCAB)
+    peft_model = apply_lora(model, {"r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]})
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert any("score" in n for n in trainable) and any("lora_" in n for n in trainable)
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "score" in n and p.requires_grad:
+                p.fill_(0.25)
+    rewards = RewardScorer(peft_model, tok, pooling="last").score([("the cat", "sat")])
+    out = export_reward_model(peft_model, tok, tmp_path / "rm", {"pooling": "last", "template": "{prompt} {response}",
+                                                                 "max_length": 32})
+    loaded = RewardScorer.from_pretrained(out)
+    assert torch.allclose(loaded.model.score.weight, torch.full_like(loaded.model.score.weight, 0.25))
+    assert torch.allclose(loaded.score([("the cat", "sat")]), RewardScorer(peft_model, tok, pooling="last",
+                          template="{prompt} {response}").score([("the cat", "sat")]), atol=1e-5)
+    assert rewards.shape == (1,)
