@@ -78,7 +78,11 @@ class Experiment:
         self.base_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
         self.cache = TokenCache(self.tokenizer, cfg.data.max_length)
         self.template = cfg.data.template
+        n_loaded = len(pairs)
         pairs, overlong = drop_or_count_overlong(pairs, self.cache, self.template, cfg.data.overlong)
+        if not pairs:
+            raise ValueError(f"all {n_loaded} pairs exceed data.max_length={cfg.data.max_length} tokens and "
+                             "data.overlong=drop removed them: raise max_length or use overlong=truncate")
         if own_test is not None:
             own_test, test_overlong = drop_or_count_overlong(own_test, self.cache, self.template, cfg.data.overlong)
             overlong["test_overlong_pairs"] = test_overlong["overlong_pairs"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ def print_loop_table(loops: Sequence[dict[str, Any]], title: str = "", console: 
         table.add_row(str(e["loop"]), str(e["status"] or "seed"), str(e["selected"]), str(e["selected_total"]),
                       _pct(e["self_label_accuracy"]), _pct(e["val_accuracy"]), _pct(e["test_accuracy"]),
                       "-" if e["test_ece"] is None else f"{e['test_ece']:.3f}", f"{e['seconds']:.1f}")
-    (console or Console()).print(table)
+    # Logs and CI are not terminals: give the table room instead of rich's 80-column default.
+    (console or Console(width=None if sys.stdout.isatty() else 160)).print(table)
 
 
 def plot_loops(loops: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:

@@ -119,7 +119,17 @@ def load_backbone(rm: Mapping[str, Any], vocab_texts: list[str] | None = None
     if tokenizer.pad_token is None:  # decoders ship without one: pad with eos, pool by attention mask
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
+    if rm.get("disable_dropout", True):
+        disable_dropout(model)
     return model, tokenizer
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Dropout off, as TRL's reward trainer does by default: the pairwise loss compares two forward
+    passes of one batch, and dropout noise in either side only blurs the margin."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
 
 
 def apply_lora(model: PreTrainedModel, lora: Mapping[str, Any]) -> PreTrainedModel:

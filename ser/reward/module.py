@@ -68,6 +68,9 @@ class RewardModule(pl.LightningModule):
         self.train_metrics = PairwiseMetrics()
         self.metric_prefix = ""  # e.g. "loop1/" so one logger keeps every loop apart
 
+    def on_fit_start(self) -> None:
+        self.model.train()  # from_pretrained leaves the model in eval mode; Lightning keeps modes as found
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return compute_rewards(self.model, input_ids, attention_mask, self.pooling)
 

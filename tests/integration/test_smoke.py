@@ -1,0 +1,127 @@
+"""`python run.py experiment=smoke` end to end, and resume after an interrupted run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, compose
+
+SMOKE = ["experiment=smoke"]
+
+
+def _run_cli(args: list[str], project_root: Path) -> tuple[subprocess.CompletedProcess, float]:
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT),
+           "PROJECT_ROOT": str(project_root), "OMP_NUM_THREADS": "2"}
+    start = time.time()
+    result = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=project_root, env=env,
+                            capture_output=True, text=True, timeout=300)
+    return result, time.time() - start
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    result, seconds = _run_cli(SMOKE, root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "outputs" / "ser" / "runs" / "experiment=smoke", result, seconds
+
+
+def test_smoke_run_writes_a_complete_summary(smoke_run):
+    out, result, seconds = smoke_run
+    assert seconds < 60, f"experiment=smoke took {seconds:.0f} s"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["schedule"] == "ser" and summary["data"] == "synthetic" and summary["rm"] == "tiny"
+    assert summary["seed"] == 0
+    loops = summary["loops"]
+    assert [e["loop"] for e in loops] == list(range(len(loops))) and len(loops) >= 2
+    for key in ("loop", "status", "selected", "selected_total", "self_label_accuracy", "val_accuracy",
+                "test_accuracy", "test_ece", "seconds"):
+        assert all(key in e for e in loops), key
+    assert loops[0]["status"] is None and loops[0]["selected"] == 0
+    assert all(e["status"] in ("1", "2") and e["selected"] >= 5 for e in loops[1:])
+    assert loops[-1]["selected_total"] == sum(e["selected"] for e in loops)
+    assert all(0.0 <= e["test_accuracy"] <= 1.0 and 0.0 <= e["self_label_accuracy"] <= 1.0 for e in loops[1:])
+    final = summary["final"]
+    assert final["test_accuracy"] == next(e["test_accuracy"] for e in loops if e["loop"] == final["loop"])
+    # the per-loop table is on the console
+    assert "self-label" in result.stdout and "test acc" in result.stdout
+
+
+def test_smoke_run_writes_every_artifact(smoke_run):
+    out, _, _ = smoke_run
+    assert (out / ".hydra" / "config.yaml").exists() and (out / "data_report.json").exists()
+    assert (out / "accuracy_per_loop.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "csv" / "metrics.csv").exists() and (out / "loops.csv").exists()
+    rows = [json.loads(line) for line in (out / "selflabels" / "loop_1.jsonl").read_text().splitlines()]
+    assert rows and {"id", "prompt", "chosen", "rejected", "loop", "status", "score_chosen", "score_rejected",
+                     "confidence", "correct"} <= set(rows[0])
+    assert all(r["score_chosen"] >= r["score_rejected"] and r["loop"] == 1 for r in rows)
+    assert list((out / "checkpoints").glob("loop_*.safetensors"))
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["overlong"]["overlong_pairs"] > 0  # smoke's max_length=64 cuts some: counted
+
+
+def test_exported_rm_loads_with_plain_transformers_and_scores(smoke_run):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from ser.reward.export import score_pairs
+
+    out, _, _ = smoke_run
+    model = AutoModelForSequenceClassification.from_pretrained(out / "final_rm")
+    tokenizer = AutoTokenizer.from_pretrained(out / "final_rm")
+    assert model.config.num_labels == 1 and tokenizer.pad_token is not None
+    assert (out / "final_rm" / "model.safetensors").exists()
+    scores = score_pairs(out / "final_rm", [("How do I boil an egg?", "1. Place the egg in a pan of cold water."),
+                                            ("How do I boil an egg?", "Sorry, I cannot assist with that.")])
+    assert len(scores) == 2 and all(isinstance(s, float) for s in scores)
+
+
+def _summary_without_timing(summary: dict) -> dict:
+    return {**summary, "loops": [{k: v for k, v in e.items() if k != "seconds"} for e in summary["loops"]]}
+
+
+def test_interrupted_run_resumes_after_its_last_finished_loop(tmp_path, monkeypatch):
+    """Kill the run after loop 1 is saved; the same command resumes at loop 2 and ends as an uninterrupted run."""
+    from ser import pipeline
+
+    torch.set_num_threads(2)
+    full = pipeline.run_experiment(compose(SMOKE, tmp_path / "full"))
+    assert len(full["loops"]) == 3, "smoke must run two SER loops for this test to mean anything"
+
+    real_record = pipeline.Experiment.record
+
+    def record_then_die(self, state, loop, *args, **kwargs):
+        entry = real_record(self, state, loop, *args, **kwargs)
+        if loop == 1:
+            raise KeyboardInterrupt("simulated kill after loop 1")
+        return entry
+
+    monkeypatch.setattr(pipeline.Experiment, "record", record_then_die)
+    cfg = compose(SMOKE, tmp_path / "resumed")
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_experiment(cfg)
+    assert not (tmp_path / "resumed" / "summary.json").exists()
+    monkeypatch.setattr(pipeline.Experiment, "record", real_record)
+
+    trained: list[int] = []
+    real_train = pipeline.Experiment.train
+    monkeypatch.setattr(pipeline.Experiment, "train",
+                        lambda self, pairs, loop: (trained.append(loop), real_train(self, pairs, loop))[1])
+    resumed = pipeline.run_experiment(compose(SMOKE, tmp_path / "resumed"))
+    assert trained == [2], "finished loops 0 and 1 must not be retrained"
+    assert _summary_without_timing(resumed) == _summary_without_timing(full)
+
+
+def test_resume_refuses_a_run_dir_with_another_config(tmp_path):
+    from ser import pipeline
+
+    pipeline.run_experiment(compose(SMOKE + ["ser.max_loops=0"], tmp_path / "run"))
+    with pytest.raises(RuntimeError, match="another config"):
+        pipeline.run_experiment(compose(SMOKE + ["ser.max_loops=1"], tmp_path / "run"))
