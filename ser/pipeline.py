@@ -23,6 +23,7 @@ from safetensors.torch import load_model, save_model
 from ser.data.dataset import build_pairs
 from ser.data.schema import PreferencePair
 from ser.data.splits import Splits, split_pairs
+from ser.data.synthetic import is_stark, pair_kind
 from ser.evolve.confidence import Confidence
 from ser.evolve.selection import as_pairs, self_label, self_label_accuracy
 from ser.evolve.state import LoopState, config_hash
@@ -125,8 +126,15 @@ class Experiment:
                          seed=cfg.seed + loop, loggers=self.loggers)
 
     def evaluate(self) -> dict[str, dict[str, float]]:
-        return {name: evaluate_pairs(self.module, self.features[name], **self._eval_kwargs(f"eval {name}"))
+        return {name: evaluate_pairs(self.module, self.features[name], groups=self._groups(name),
+                                     **self._eval_kwargs(f"eval {name}"))
                 for name in ("val", "test")}
+
+    def _groups(self, split: str) -> list[str] | None:
+        """Synthetic pairs carry their fault kind: report accuracy on stark and subtle pairs apart."""
+        if self.cfg.data.kind != "synthetic":
+            return None
+        return ["stark" if is_stark(pair_kind(p.id)) else "subtle" for p in getattr(self.splits, split)]
 
     def checkpoint(self, loop: int) -> str:
         path = self.out / "checkpoints" / f"loop_{loop}.safetensors"
@@ -147,7 +155,8 @@ class Experiment:
             "candidates": candidates or {}, "train_pairs": self._train_size(state),
             "val_accuracy": val.get("accuracy"), "val_ece": val.get("ece"),
             "test_accuracy": test.get("accuracy"), "test_ece": test.get("ece"),
-            "test_margin": test.get("margin"), "reward_mean": test.get("reward_mean"),
+            "test_accuracy_by_group": test.get("accuracy_by_group"), "test_margin": test.get("margin"),
+            "reward_mean": test.get("reward_mean"),
             "reward_std": test.get("reward_std"), "seconds": round(time.time() - started, 2), "note": note,
         }
         state.loops.append(entry)
@@ -157,8 +166,7 @@ class Experiment:
         for lg in self.loggers:
             lg.log_metrics({f"loop/{k}": v for k, v in entry.items() if isinstance(v, (int, float)) and v is not None},
                            step=loop)
-        atomic_write_csv(self.out / "loops.csv", [{k: v for k, v in e.items() if k != "candidates"}
-                                                  for e in state.loops])
+        atomic_write_csv(self.out / "loops.csv", [_flat(e) for e in state.loops])
         print_loop_table(state.loops, title=f"{self.schedule} · {self.cfg.data.name} · {self.cfg.rm.name} · seed {self.cfg.seed}")
         return entry
 
@@ -259,7 +267,7 @@ class Experiment:
             "splits": self.splits.sizes(), "stop_reason": state.stop_reason,
             "loops": [{k: e[k] for k in ("loop", "status", "selected", "selected_total", "self_label_accuracy",
                                          "val_accuracy", "test_accuracy", "test_ece", "seconds", "candidates",
-                                         "note")} for e in loops],
+                                         "test_accuracy_by_group", "train_pairs", "note")} for e in loops],
             "final": {"loop": final["loop"], "selected_by": cfg.ser.final_model,
                       "val_accuracy": final["val_accuracy"], "test_accuracy": final["test_accuracy"],
                       "test_ece": final["test_ece"]},
@@ -281,6 +289,17 @@ class Experiment:
         for path in (self.out / "checkpoints").glob("loop_*.safetensors"):
             if int(path.stem.split("_")[1]) not in keep:
                 path.unlink()
+
+
+def _flat(entry: dict[str, Any]) -> dict[str, Any]:
+    """One CSV row: nested dicts become prefixed columns (candidates.status1, test_accuracy_by_group.stark)."""
+    row: dict[str, Any] = {}
+    for key, value in entry.items():
+        if isinstance(value, dict):
+            row.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            row[key] = value
+    return row
 
 
 def run_experiment(cfg: DictConfig) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 - pointwise: p_i = sigmoid(r_i), the paper. Depends on the RM's arbitrary offset and scale.
 - pairwise: p_1 = sigmoid(r_1 - r_2), p_2 = 1 - p_1: each answer's chance of beating the other.
-- calibrated: p_i = sigmoid((r_i - c) / T), with T fitted on the validation pairs so that
-  sigmoid(margin / T) is calibrated, and c the validation rewards' median: each answer's chance
-  of beating a typical answer.
+- calibrated: p_i = mean_j sigmoid((r_i - v_j) / T) over the validation answers' rewards v_j,
+  with T fitted on the validation pairs so that sigmoid(margin / T) is calibrated: each answer's
+  calibrated chance of beating a typical answer. Scale-free, and it cannot saturate the way
+  sigmoid((r_i - median) / T) does when rewards vary across prompts far more than T.
 """
 
 from __future__ import annotations
@@ -30,14 +31,14 @@ def fit_temperature(margins: torch.Tensor, steps: int = 200) -> float:
         return loss
 
     optimizer.step(closure)
-    return float(log_t.exp().clamp(1e-3, 1e3))
+    return float(log_t.detach().exp().clamp(1e-3, 1e3))
 
 
 @dataclass(frozen=True)
 class Confidence:
     mode: str = "pointwise"
     temperature: float = 1.0
-    center: float = 0.0
+    reference: torch.Tensor | None = None  # validation answers' rewards (calibrated mode)
 
     def __post_init__(self) -> None:
         if self.mode not in CONFIDENCES:
@@ -48,8 +49,7 @@ class Confidence:
         if mode != "calibrated":
             return cls(mode)
         temperature = fit_temperature(val_chosen - val_rejected)
-        center = float(torch.cat([val_chosen, val_rejected]).median())
-        return cls(mode, temperature, center)
+        return cls(mode, temperature, torch.cat([val_chosen, val_rejected]).float())
 
     def probabilities(self, r1: torch.Tensor, r2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mode == "pointwise":
@@ -57,4 +57,11 @@ class Confidence:
         if self.mode == "pairwise":
             p1 = torch.sigmoid(r1 - r2)
             return p1, 1 - p1
-        return torch.sigmoid((r1 - self.center) / self.temperature), torch.sigmoid((r2 - self.center) / self.temperature)
+        return self._beats_reference(r1), self._beats_reference(r2)
+
+    def _beats_reference(self, rewards: torch.Tensor) -> torch.Tensor:
+        if self.reference is None or not len(self.reference):
+            raise ValueError("calibrated confidence needs validation rewards: splits.val_fraction must be > 0")
+        # chunked: pool x validation answers would otherwise be one large matrix
+        return torch.cat([torch.sigmoid((chunk[:, None] - self.reference[None, :]) / self.temperature).mean(1)
+                          for chunk in rewards.float().split(4096)])

@@ -23,7 +23,8 @@ def score_token_ids(model: torch.nn.Module, ids: Sequence[Sequence[int]], *, pad
                               enabled=precision.startswith("bf16"))
     starts = range(0, len(order), batch_size)
     with torch.inference_mode(), autocast:
-        for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
+        # disable=None: bars on a terminal, none in log files and CI
+        for start in tqdm(starts, desc=desc, disable=None if progress else True, leave=False):
             index = order[start:start + batch_size]
             batch = pad_batch([ids[i] for i in index], pad_id)
             rewards = compute_rewards(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), pooling)

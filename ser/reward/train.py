@@ -52,11 +52,22 @@ def pair_rewards(module: RewardModule, features: list[dict], *, pad_id: int, bat
     return rewards[: len(features)], rewards[len(features):]
 
 
-def evaluate_pairs(module: RewardModule, features: list[dict], **kwargs: Any) -> dict[str, float]:
-    """Pairwise metrics (accuracy, margin, reward mean/std, ECE) of the RM on labeled pairs."""
+def evaluate_pairs(module: RewardModule, features: list[dict], groups: Sequence[str] | None = None,
+                   **kwargs: Any) -> dict[str, Any]:
+    """Pairwise metrics (accuracy, margin, reward mean/std, ECE) of the RM on labeled pairs.
+
+    With `groups` (one label per pair, e.g. the synthetic fault family), also the accuracy per group.
+    """
     if not features:
         return {}
     chosen, rejected = pair_rewards(module, features, **kwargs)
     metrics = PairwiseMetrics()
     metrics.update(chosen, rejected)
-    return metrics.compute()
+    out: dict[str, Any] = metrics.compute()
+    if groups is not None:
+        correct = (chosen > rejected).tolist()
+        by_group: dict[str, list[bool]] = {}
+        for group, ok in zip(groups, correct):
+            by_group.setdefault(group, []).append(ok)
+        out["accuracy_by_group"] = {g: sum(v) / len(v) for g, v in sorted(by_group.items())}
+    return out

@@ -57,8 +57,22 @@ def test_confidence_modes():
     q1, q2 = Confidence("pairwise").probabilities(r1, r2)
     assert torch.allclose(q1, torch.tensor([torch.sigmoid(torch.tensor(2.0)).item(), 0.5]))
     assert torch.allclose(q1 + q2, torch.ones(2))
-    c1, _ = Confidence("calibrated", temperature=2.0, center=1.0).probabilities(r1, r2)
-    assert torch.allclose(c1, torch.sigmoid(torch.tensor([0.5, -0.5])))
+    reference = torch.tensor([0.0, 2.0])
+    c1, c2 = Confidence("calibrated", temperature=2.0, reference=reference).probabilities(r1, r2)
+    s = torch.sigmoid
+    # r=2 vs references 0 and 2: (s(1) + s(0)) / 2; r=0: (s(0) + s(-1)) / 2
+    at_zero = (0.5 + s(torch.tensor(-1.0))) / 2
+    assert torch.allclose(c1, torch.tensor([(s(torch.tensor(1.0)) + 0.5) / 2, at_zero]))
+    assert torch.allclose(c2, torch.tensor([at_zero, at_zero]))
+
+
+def test_calibrated_confidence_does_not_saturate_when_rewards_spread_far_beyond_t():
+    # Rewards spread over +-50 with T = 0.1: sigmoid((r - median) / T) would be 0 or 1 for every answer,
+    # so no pair could pass status 2; beating-the-reference probabilities stay spread like ranks.
+    reference = torch.linspace(-50, 50, 101)
+    conf = Confidence("calibrated", temperature=0.1, reference=reference)
+    p1, p2 = conf.probabilities(torch.tensor([40.0, 5.0]), torch.tensor([30.0, -5.0]))
+    assert torch.allclose(p1 - p2, torch.tensor([0.1, 0.1]), atol=0.01)
 
 
 def test_temperature_fit_recovers_a_known_temperature():
