@@ -8,7 +8,6 @@ Schedules (the three columns of the paper's table, on identical splits for a giv
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from pathlib import Path
@@ -76,7 +75,10 @@ class Experiment:
         self.tokenizer.truncation_side = cfg.data.truncation_side
         if cfg.rm.lora:
             self.model = apply_lora(self.model, cfg.rm.lora)
-        self.base_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+        # Only trainable tensors can drift from the base (with LoRA: adapters + head, a few MB), so only
+        # they are kept for ser.retrain_from=base.
+        self.base_state = {name: p.detach().cpu().clone() for name, p in self.model.named_parameters()
+                           if p.requires_grad}
         self.cache = TokenCache(self.tokenizer, cfg.data.max_length)
         self.template = cfg.data.template
         n_loaded = len(pairs)
@@ -115,7 +117,9 @@ class Experiment:
     def train(self, train_pairs: list[PreferencePair], loop: int) -> None:
         cfg = self.cfg
         if loop > 0 and cfg.ser.retrain_from == "base":
-            self.model.load_state_dict(self.base_state)
+            missing = set(self.base_state) - set(dict(self.model.named_parameters()))
+            assert not missing, f"base state keys not in the model: {sorted(missing)[:5]}"
+            self.model.load_state_dict(self.base_state, strict=False)
         # Reseed per loop: a resumed run draws the same dropout masks and batches as an uninterrupted one.
         pl.seed_everything(cfg.seed * 1000 + loop, workers=True, verbose=False)
         self.module.metric_prefix = f"loop{loop}/"

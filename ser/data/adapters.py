@@ -96,7 +96,7 @@ def _number(row: Mapping, key: str, where: str | None = None) -> float | None:
         raise _wrong_type(where or key, "a number", value)
     try:
         number = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an integer too large for a float (JSON allows it)
         raise _wrong_type(where or key, "a number", value) from None
     return None if math.isnan(number) else number  # parquet/pandas write missing scores as NaN
 
@@ -105,7 +105,10 @@ def _id_text(row: Mapping, key: str, where: str | None = None) -> str:
     value = _value(row, key, where)
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise _wrong_type(where or key, "a string or integer id", value)
-    return str(value)
+    try:
+        return str(value)
+    except ValueError:  # an integer past Python's int->str digit limit
+        raise _wrong_type(where or key, "a string or integer id", value) from None
 
 
 def _row_id(row: Mapping, ctx: RowContext, key: str = "id") -> str:
@@ -257,8 +260,9 @@ def _tldr_comparison(row: Mapping, ctx: RowContext) -> PreferencePair:
             raise _wrong_type(f"summaries[{i}]", "a summary object", summary)
         texts.append(_text(summary, "text", f"summaries[{i}].text").strip())
     choice = _value(row, "choice")
-    if choice not in (0, 1) or isinstance(choice, bool):
-        raise RowError("wrong_type", "choice", f"expected 0 or 1, got {choice!r}")
+    if isinstance(choice, bool) or not isinstance(choice, int) or choice not in (0, 1):  # 1.0 cannot index
+        shown = repr(choice) if isinstance(choice, int) and abs(choice) < 10**40 else type(choice).__name__
+        raise RowError("wrong_type", "choice", f"expected 0 or 1, got {shown}")
     batch = row.get("batch")
     return PreferencePair(
         id=f"tldr-{batch}-{ctx.index}" if isinstance(batch, str) else ctx.default_id(),

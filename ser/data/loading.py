@@ -225,6 +225,8 @@ def _json_lines(lines: Iterable[str]) -> Iterator[Any]:
             yield json.loads(line)
         except json.JSONDecodeError as err:
             yield RowError("malformed_json", None, f"line {line_number}: {err.msg}")
+        except (ValueError, RecursionError) as err:  # an int past the digit limit; nesting too deep
+            yield RowError("malformed_json", None, f"line {line_number}: {type(err).__name__}: {str(err)[:80]}")
 
 
 def _jsonl_rows(path: Path) -> Iterator[Any]:
@@ -241,8 +243,8 @@ def _json_rows(path: Path) -> Iterator[Any]:
         return
     try:
         rows = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not a valid JSON array ({err})") from err
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, int digit limit, nesting too deep
+        raise ValueError(f"{path}: not a valid JSON array ({str(err)[:200]})") from err
     yield from rows
 
 

@@ -125,3 +125,25 @@ def test_resume_refuses_a_run_dir_with_another_config(tmp_path):
     pipeline.run_experiment(compose(SMOKE + ["ser.max_loops=0"], tmp_path / "run"))
     with pytest.raises(RuntimeError, match="another config"):
         pipeline.run_experiment(compose(SMOKE + ["ser.max_loops=1"], tmp_path / "run"))
+
+
+@pytest.mark.parametrize("retrain_from", ["base", "last"])
+def test_each_loop_starts_from_the_configured_weights(tmp_path, monkeypatch, retrain_from):
+    from ser import pipeline
+
+    seen: list[dict[str, torch.Tensor]] = []
+    real_fit = pipeline.fit_reward_model
+
+    def spy(module, *args, **kwargs):
+        seen.append({n: p.detach().clone() for n, p in module.model.named_parameters()})
+        real_fit(module, *args, **kwargs)
+        seen.append({n: p.detach().clone() for n, p in module.model.named_parameters()})
+
+    monkeypatch.setattr(pipeline, "fit_reward_model", spy)
+    summary = pipeline.run_experiment(compose(SMOKE + ["ser.max_loops=1", f"ser.retrain_from={retrain_from}"],
+                                              tmp_path / "run"))
+    assert len(summary["loops"]) == 2
+    base_before_loop0, after_loop0, before_loop1 = seen[0], seen[1], seen[2]
+    expected = base_before_loop0 if retrain_from == "base" else after_loop0
+    assert all(torch.equal(before_loop1[n], expected[n]) for n in expected)
+    assert not all(torch.equal(after_loop0[n], base_before_loop0[n]) for n in expected)
