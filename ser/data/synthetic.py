@@ -109,6 +109,10 @@ STEP_ERRORS = {
     "sunny spot": "dark cupboard", "deeply": "with salt water", "without wringing": "by wringing hard",
     "thin layer of oil": "thick layer of soap", "hot water": "cold water", "slowly": "all at once",
 }
+CONTEXTS = [
+    "I'm {name} and this is my first time.", "My friend {name} asked me this.", "I live in {city}.",
+    "{name} here, writing from {city}.", "I am helping {name} this weekend.", "We just moved to {city}.",
+]
 PROCEDURE_QUESTIONS = ["How do I {task}?", "What are the steps to {task}?", "Can you explain how to {task}?"]
 REFUSALS = [
     "I'm sorry, but I can't help with that request.",
@@ -159,9 +163,12 @@ def _profile_fault(s: dict, kind: str, rng: random.Random) -> str:
 
 def _procedure_scenario(rng: random.Random) -> dict:
     task = rng.choice(sorted(PROCEDURES))
+    # A short personal context makes each prompt distinct: otherwise a few dozen prompts would be
+    # shared by hundreds of pairs, and whole-prompt splits would give tiny, lopsided validation sets.
+    context = rng.choice(CONTEXTS).format(name=rng.choice(NAMES), city=rng.choice(ATTRIBUTES["city"]))
     return {
         "domain": "procedure", "task": task, "steps": PROCEDURES[task],
-        "prompt": rng.choice(PROCEDURE_QUESTIONS).format(task=task),
+        "prompt": f"{context} {rng.choice(PROCEDURE_QUESTIONS).format(task=task)}",
         "chosen": _numbered(PROCEDURES[task]),
     }
 

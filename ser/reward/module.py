@@ -82,8 +82,11 @@ class RewardModule(pl.LightningModule):
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         chosen, rejected = self._pair_rewards(batch)
         loss = pairwise_loss(chosen, rejected, batch.get("weight"))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite RM loss {loss.item()} at step {self.global_step}")
+        if not torch.isfinite(loss):  # before backward: the weights stay those of the last good step
+            where = self.metric_prefix.rstrip("/").replace("loop", "loop ") or "training"
+            raise FloatingPointError(
+                f"non-finite RM loss {loss.item()} in {where} at step {self.global_step} (epoch {self.current_epoch}, "
+                f"batch {batch_idx}); stopping: the checkpoint and state of the last finished loop are kept")
         self.train_metrics.update(chosen, rejected)
         self.log(f"{self.metric_prefix}train/loss", loss, prog_bar=True, batch_size=chosen.shape[0])
         return loss

@@ -1,0 +1,281 @@
+"""Faults: kill -9 at each phase of a real run, then the same command; and atomic file writes.
+
+The kill points come from the test-only hook `ser.faults.maybe_die` (env `SER_FAULT_AT=<phase>[:<loop>]`),
+which the pipeline calls at the start of training a loop, after scoring the pool, right before a loop's
+state is saved, and between the final self-labels and summary.json. No wall-clock races.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ser import io as ser_io
+from tests.conftest import ROOT
+
+SMOKE = ["experiment=smoke"]
+RUN = Path("outputs") / "ser" / "runs" / "experiment=smoke"
+HOOKS_WIRED = "maybe_die" in (ROOT / "ser" / "pipeline.py").read_text()
+needs_hooks = pytest.mark.skipif(not HOOKS_WIRED, reason="fault hooks not wired")
+
+
+def _cli(args: list[str], project_root: Path, **extra_env: str) -> subprocess.CompletedProcess:
+    # One thread: on a busy 2-core machine, 2 OpenMP threads make the smoke run ~5x slower (9 s -> 48 s).
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT),
+           "PROJECT_ROOT": str(project_root), "OMP_NUM_THREADS": "1", **extra_env}
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=project_root, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _without_seconds(summary: dict) -> dict:
+    return {**summary, "loops": [{k: v for k, v in e.items() if k != "seconds"} for e in summary["loops"]]}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    if not HOOKS_WIRED:
+        pytest.skip("fault hooks not wired")
+    root = tmp_path_factory.mktemp("uninterrupted")
+    result = _cli(SMOKE, root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((root / RUN / "summary.json").read_text())
+    assert len(summary["loops"]) == 3, "smoke must run two SER loops for these kills to mean anything"
+    return summary
+
+
+# (SER_FAULT_AT, what the run was doing, whether a finished loop was on disk when it died)
+FAULTS = [
+    ("train:0", "seed training", False),
+    ("score:1", "pool scoring", True),
+    ("train:1", "a loop's retraining", True),
+    ("record:2", "writing a loop's outputs: checkpoint written, state not yet", True),
+    ("finish", "writing the final outputs: selflabels/all.jsonl written, summary.json not yet", True),
+]
+
+
+@pytest.mark.slow
+@needs_hooks
+@pytest.mark.parametrize("fault,doing,resumes", FAULTS, ids=[f[0] for f in FAULTS])
+def test_kill_9_then_same_command_ends_as_an_uninterrupted_run(fault, doing, resumes, uninterrupted, tmp_path):
+    killed = _cli(SMOKE, tmp_path, SER_FAULT_AT=fault)
+    assert killed.returncode == -signal.SIGKILL, (
+        f"SER_FAULT_AT={fault} did not kill the run during {doing} (rc {killed.returncode}): "
+        f"is maybe_die called there?\n{killed.stderr[-2000:]}")
+    run = tmp_path / RUN
+    assert not (run / "summary.json").exists()
+    state = run / "state.json"
+    assert state.exists() == resumes
+    if fault == "record:2":  # the half-recorded loop is not in the state: it is redone
+        assert (run / "checkpoints" / "loop_2.safetensors").exists()
+        assert [e["loop"] for e in json.loads(state.read_text())["loops"]] == [0, 1]
+    if fault == "finish":
+        assert (run / "selflabels" / "all.jsonl").exists() and json.loads(state.read_text())["stopped"]
+
+    again = _cli(SMOKE, tmp_path)  # the same command, no fault
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert ("resuming" in again.stdout + again.stderr) == resumes
+    summary = json.loads((run / "summary.json").read_text())
+    assert _without_seconds(summary) == _without_seconds(uninterrupted)
+    leftovers = [p.name for p in run.rglob("*") if ".tmp" in p.name]
+    assert leftovers == []
+
+
+def test_fault_hook_kills_only_at_the_named_phase_and_loop():
+    code = "from ser.faults import maybe_die; maybe_die('train', 1); maybe_die('score', 2); print('alive')"
+
+    def run(spec: str | None) -> subprocess.CompletedProcess:
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)} | ({"SER_FAULT_AT": spec} if spec else {})
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+
+    for spec in (None, "", "train:0", "score:1", "record", "finish:2"):
+        result = run(spec)
+        assert result.returncode == 0 and result.stdout.strip() == "alive", spec
+    for spec in ("train:1", "train", "score:2", "score"):
+        result = run(spec)
+        assert result.returncode == -signal.SIGKILL and "alive" not in result.stdout, spec
+
+
+def test_fault_hook_is_read_in_one_place():
+    """`SER_FAULT_AT` is read by ser/faults.py only: no other code can act on it."""
+    readers = [str(p.relative_to(ROOT)) for p in [*(ROOT / "ser").rglob("*.py"), ROOT / "run.py"]
+               if "SER_FAULT_AT" in p.read_text()]
+    assert readers == ["ser/faults.py"]
+
+
+# ---- a non-finite loss stops the run; the last finished loop stays on disk, loadable ----
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_nan_loss_stops_naming_loop_and_step_and_keeps_the_last_good_loop(tmp_path, monkeypatch, one_thread):
+    import torch
+    from safetensors.torch import load_file
+
+    from ser import pipeline
+    from ser.evolve.state import LoopState
+    from ser.reward.module import RewardModule
+    from tests.conftest import compose
+
+    real_forward = RewardModule.forward
+
+    def nan_from_loop_1_step_3(self, input_ids, attention_mask):
+        rewards = real_forward(self, input_ids, attention_mask)
+        if self.metric_prefix == "loop1/" and self.global_step >= 3:
+            return rewards * float("nan")
+        return rewards
+
+    monkeypatch.setattr(RewardModule, "forward", nan_from_loop_1_step_3)
+    out = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match=r"non-finite RM loss nan in loop 1 at step 3\b"):
+        pipeline.run_experiment(compose(SMOKE, out))
+    monkeypatch.setattr(RewardModule, "forward", real_forward)
+
+    assert not (out / "summary.json").exists()
+    state = LoopState.load(out)
+    assert [e["loop"] for e in state.loops] == [0] and not state.stopped
+    assert Path(state.checkpoint) == out / "checkpoints" / "loop_0.safetensors"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["loop_0.safetensors"]
+    weights = load_file(state.checkpoint)
+    assert weights and all(torch.isfinite(w).all() for w in weights.values())
+    # loadable by the pipeline itself: the same command resumes from it (strict load) and finishes
+    summary = pipeline.run_experiment(compose(SMOKE, out))
+    assert [e["loop"] for e in summary["loops"]] == [0, 1, 2]
+    assert summary["loops"][0] == {k: state.loops[0][k] for k in summary["loops"][0]}
+
+
+# ---- atomic writes: an interrupted write leaves the previous file intact and no temp file ----
+
+
+def _dir_after(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.iterdir())
+
+
+class _DiesMidWrite:
+    """A file handle that writes the first half of what it is given, then fails (disk full, kill)."""
+
+    def __init__(self, handle, exc: BaseException) -> None:
+        self.handle, self.exc = handle, exc
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.handle.close()
+        return False
+
+    def write(self, text: str) -> int:
+        self.handle.write(text[: len(text) // 2])
+        self.handle.flush()
+        raise self.exc
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+@pytest.mark.parametrize("exc", [OSError(28, "No space left on device"), KeyboardInterrupt()],
+                         ids=["disk_full", "interrupt"])
+def test_atomic_write_interrupted_midway_keeps_the_previous_file(tmp_path, monkeypatch, exc):
+    path = tmp_path / "state.json"
+    ser_io.atomic_write_json(path, {"loops": [0]})
+    before = path.read_bytes()
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(ser_io.os, "fdopen", lambda *a, **k: _DiesMidWrite(real_fdopen(*a, **k), exc))
+    with pytest.raises(type(exc)):
+        ser_io.atomic_write_json(path, {"loops": [0, 1], "selected": {"x" * 100: "y" * 10_000}})
+    assert path.read_bytes() == before
+    assert _dir_after(path) == ["state.json"]
+
+
+@pytest.mark.parametrize("where", ["fsync", "replace"])
+def test_atomic_write_failing_at_fsync_or_rename_keeps_the_previous_file(tmp_path, monkeypatch, where):
+    path = tmp_path / "loops.csv"
+    ser_io.atomic_write_csv(path, [{"loop": 0, "val_accuracy": 0.5}])
+    before = path.read_bytes()
+
+    def fail(*args, **kwargs):
+        raise OSError(5, f"simulated {where} failure")
+
+    monkeypatch.setattr(ser_io.os, where, fail)
+    with pytest.raises(OSError, match=where):
+        ser_io.atomic_write_csv(path, [{"loop": 0, "val_accuracy": 0.5}, {"loop": 1, "val_accuracy": 0.6}])
+    assert path.read_bytes() == before
+    assert _dir_after(path) == ["loops.csv"]
+
+
+def test_atomic_write_json_failing_serialisation_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "summary.json"
+    ser_io.atomic_write_json(path, {"ok": 1})
+    before = path.read_bytes()
+    circular: dict = {}
+    circular["self"] = circular
+    with pytest.raises(ValueError, match="Circular"):
+        ser_io.atomic_write_json(path, circular)
+
+    def dumps_fails(*args, **kwargs):
+        raise RuntimeError("simulated failure inside json.dumps")
+
+    monkeypatch.setattr(ser_io.json, "dumps", dumps_fails)
+    with pytest.raises(RuntimeError):
+        ser_io.atomic_write_json(path, {"ok": 2})
+    assert path.read_bytes() == before
+    assert _dir_after(path) == ["summary.json"]
+
+
+def test_atomic_write_jsonl_rows_failing_midway_keep_the_previous_file(tmp_path):
+    path = tmp_path / "selflabels" / "all.jsonl"
+    ser_io.atomic_write_jsonl(path, [{"id": "a"}])
+    before = path.read_bytes()
+
+    def rows():
+        yield {"id": "b"}
+        yield {"id": "c"}
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ser_io.atomic_write_jsonl(path, rows())
+    assert path.read_bytes() == before
+    assert _dir_after(path) == ["all.jsonl"]
+
+
+def test_interrupted_first_write_leaves_no_file_at_all(tmp_path, monkeypatch):
+    path = tmp_path / "new.json"
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(ser_io.os, "fdopen", lambda *a, **k: _DiesMidWrite(real_fdopen(*a, **k), OSError("boom")))
+    with pytest.raises(OSError):
+        ser_io.atomic_write_json(path, {"x": "y" * 1000})
+    assert list(tmp_path.iterdir()) == []
+
+
+# Everything the framework writes goes through ser/io.py, or writes a temp path and renames it.
+_DIRECT_WRITE = re.compile(r"\.write_text\(|\.write_bytes\(|json\.dump\(|open\([^)]*[\"'][wax]b?\+?[\"']")
+_LIBRARY_SAVE = re.compile(r"\b(savefig|save_model|save_pretrained|save_file|torch\.save)\(([^)]*)")
+
+
+def test_no_file_is_written_in_place_outside_ser_io():
+    offenders = []
+    for path in sorted([*(ROOT / "ser").rglob("*.py"), ROOT / "run.py"]):
+        if path.name == "io.py" and path.parent.name == "ser":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if _DIRECT_WRITE.search(code):
+                offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+            for match in _LIBRARY_SAVE.finditer(code):
+                if "tmp" not in match.group(2):  # the target must be a temp path, renamed after it is complete
+                    offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert offenders == [], "write through ser.io.atomic_write_* or to a temp path + rename:\n" + "\n".join(offenders)
