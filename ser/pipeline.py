@@ -27,6 +27,7 @@ from ser.evolve.confidence import Confidence
 from ser.evolve.selection import as_pairs, self_label, self_label_accuracy
 from ser.evolve.state import LoopState, config_hash
 from ser.evolve.status import Thresholds
+from ser.faults import maybe_die
 from ser.io import atomic_write_csv, atomic_write_json, atomic_write_jsonl
 from ser.report import plot_loops, print_loop_table
 from ser.reward.backbone import apply_lora, load_backbone
@@ -115,6 +116,7 @@ class Experiment:
                 "precision": str(self.cfg.trainer.precision), "progress": True, "desc": desc}
 
     def train(self, train_pairs: list[PreferencePair], loop: int) -> None:
+        maybe_die("train", loop)
         cfg = self.cfg
         if loop > 0 and cfg.ser.retrain_from == "base":
             missing = set(self.base_state) - set(dict(self.model.named_parameters()))
@@ -140,13 +142,16 @@ class Experiment:
             return None
         return ["stark" if is_stark(pair_kind(p.id)) else "subtle" for p in getattr(self.splits, split)]
 
+    def _checkpoint_path(self, loop: int) -> Path:
+        return self.out / "checkpoints" / f"loop_{loop}.safetensors"
+
     def checkpoint(self, loop: int) -> str:
-        path = self.out / "checkpoints" / f"loop_{loop}.safetensors"
+        path = self._checkpoint_path(loop)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         save_model(self.model, str(tmp))
         tmp.replace(path)
-        return str(path)
+        return str(path.relative_to(self.out))
 
     def record(self, state: LoopState, loop: int, status: str | None, new_rows: list[dict], started: float,
                candidates: dict[str, int] | None = None, note: str = "") -> dict[str, Any]:
@@ -166,6 +171,7 @@ class Experiment:
         state.loops.append(entry)
         state.checkpoint = self.checkpoint(loop)
         state.status = status or state.status
+        maybe_die("record", loop)
         state.save(self.out)
         for lg in self.loggers:
             lg.log_metrics({f"loop/{k}": v for k, v in entry.items() if isinstance(v, (int, float)) and v is not None},
@@ -196,7 +202,7 @@ class Experiment:
             raise RuntimeError(f"{self.out}: holds a run with another config (hash {state.config_hash} != {digest}); "
                                "use another run dir, or resume=false to start over")
         if state is not None and state.loops:
-            load_model(self.model, state.checkpoint)
+            load_model(self.model, str(self._checkpoint_path(state.loops[-1]["loop"])))
             log.info("resuming %s after loop %d", self.out, state.loops[-1]["loop"])
         state = state or LoopState(config_hash=digest)
 
@@ -219,6 +225,7 @@ class Experiment:
         pool = [self.splits.pool[i] for i in pool_index]
         reward_a, reward_b = pair_rewards(self.module, [self.pool_features[i] for i in pool_index],
                                           **self._eval_kwargs(f"loop {loop}: scoring pool"))
+        maybe_die("score", loop)
         val_c, val_r = pair_rewards(self.module, self.features["val"], **self._eval_kwargs("calibrating"))
         confidence = Confidence.fit(cfg.ser.confidence, val_c, val_r)
         th = cfg.ser.thresholds
@@ -258,8 +265,7 @@ class Experiment:
             final = max(reversed(loops), key=lambda e: e["val_accuracy"])
         else:
             final = loops[-1]
-        path = self.out / "checkpoints" / f"loop_{final['loop']}.safetensors"
-        load_model(self.model, str(path))
+        load_model(self.model, str(self._checkpoint_path(final["loop"])))
         atomic_write_jsonl(self.out / "selflabels" / "all.jsonl", state.selected.values())
         export_reward_model(self.model, self.tokenizer, self.out / "final_rm", {
             "template": self.template, "max_length": cfg.data.max_length, "pooling": self.module.pooling,
@@ -276,6 +282,7 @@ class Experiment:
                       "val_accuracy": final["val_accuracy"], "test_accuracy": final["test_accuracy"],
                       "test_ece": final["test_ece"]},
         }
+        maybe_die("finish", loops[-1]["loop"])
         atomic_write_json(self.out / "summary.json", summary)
         plot_loops(loops, self.out / "accuracy_per_loop.png", title=f"{self.schedule} on {cfg.data.name} ({cfg.rm.name})")
         for lg in self.loggers:
@@ -307,6 +314,9 @@ def _flat(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_experiment(cfg: DictConfig) -> dict[str, Any]:
+    from ser.config import validate_config
+
+    validate_config(cfg)  # library callers get the same checks as run.py, before anything loads
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     return Experiment(cfg, out).run()

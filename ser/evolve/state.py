@@ -26,7 +26,7 @@ class LoopState:
     status: str | None = None  # the last loop's status
     stopped: bool = False
     stop_reason: str = ""
-    checkpoint: str | None = None  # weights of the last finished loop
+    checkpoint: str | None = None  # weights of the last finished loop, relative to the run dir
 
     @property
     def next_loop(self) -> int:
@@ -41,7 +41,14 @@ class LoopState:
         return cls(**read_json(path)) if path.exists() else None
 
 
-def config_hash(resolved: dict[str, Any], ignore: tuple[str, ...] = ("resume", "paths", "logger", "trainer")) -> str:
+# Settings that cannot change results: a resumed run may differ in these, and in nothing else.
+PRESENTATION_KEYS = ("resume", "paths", "logger")
+TRAINER_PRESENTATION_KEYS = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps", "default_root_dir")
+
+
+def config_hash(resolved: dict[str, Any]) -> str:
     """Hash of the settings that decide results; a resumed run must match it exactly."""
-    kept = {k: v for k, v in resolved.items() if k not in ignore}
+    kept = {k: v for k, v in resolved.items() if k not in PRESENTATION_KEYS}
+    if isinstance(kept.get("trainer"), dict):
+        kept["trainer"] = {k: v for k, v in kept["trainer"].items() if k not in TRAINER_PRESENTATION_KEYS}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -9,6 +9,7 @@ records how texts were formatted and pooled, and the reward mean/std on the trai
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,14 +30,18 @@ def export_reward_model(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBa
     """Write weights (safetensors) + tokenizer + ser_reward.json; LoRA adapters are merged first."""
     out = Path(out_dir)
     tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # leftovers of a killed export
     plain = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
     plain.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     atomic_write_json(tmp / META_FILE, dict(meta))
+    # Swap in the new export before deleting the old one: a kill in between leaves one complete copy.
+    old = out.with_name(out.name + ".old")
     if out.exists():
-        import shutil
-        shutil.rmtree(out)
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
     tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
     return out
 
 

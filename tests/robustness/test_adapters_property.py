@@ -25,7 +25,7 @@ from ser.data.adapters import ADAPTERS, adapt_rows
 from ser.data.loading import load_pairs
 from ser.data.schema import LoadReport, PreferencePair
 
-SETTINGS = settings(max_examples=100, deadline=None, database=None,
+SETTINGS = settings(max_examples=100, deadline=None, database=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.function_scoped_fixture])
 REASONS = {"missing_field", "wrong_type", "empty_text", "identical_pair", "duplicate_id", "no_pairs",
@@ -96,7 +96,7 @@ def rows_for(draw, adapter: str) -> Any:
         places = _paths(row)
         op = draw(st.sampled_from(["drop", "replace", "extra"]))
         if op == "extra" or not places:
-            row[draw(keys)] = draw(json_values)
+            row[draw(keys)] = copy.deepcopy(draw(json_values))
             continue
         *parent_path, last = draw(st.sampled_from(places))
         parent = row
@@ -105,7 +105,8 @@ def rows_for(draw, adapter: str) -> Any:
         if op == "drop":
             del parent[last]
         else:
-            parent[last] = draw(st.one_of(st.sampled_from(TRICKY), json_values, texts))
+            # a copy: later ops may edit inside it, and the TRICKY constants must stay as they are
+            parent[last] = copy.deepcopy(draw(st.one_of(st.sampled_from(TRICKY), json_values, texts)))
     return row
 
 

@@ -148,9 +148,9 @@ def test_nan_loss_stops_naming_loop_and_step_and_keeps_the_last_good_loop(tmp_pa
     assert not (out / "summary.json").exists()
     state = LoopState.load(out)
     assert [e["loop"] for e in state.loops] == [0] and not state.stopped
-    assert Path(state.checkpoint) == out / "checkpoints" / "loop_0.safetensors"
+    assert out / state.checkpoint == out / "checkpoints" / "loop_0.safetensors"  # relative: a moved dir resumes
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["loop_0.safetensors"]
-    weights = load_file(state.checkpoint)
+    weights = load_file(out / state.checkpoint)
     assert weights and all(torch.isfinite(w).all() for w in weights.values())
     # loadable by the pipeline itself: the same command resumes from it (strict load) and finishes
     summary = pipeline.run_experiment(compose(SMOKE, out))
