@@ -101,7 +101,6 @@ def test_encoder_uses_its_own_head_and_one_forward_pass_per_pair():
 
 
 def test_training_steps_change_every_trainable_parameter(tmp_path):
-    import pytorch_lightning as pl
     from omegaconf import OmegaConf
     from ser.reward.train import fit_reward_model
 
