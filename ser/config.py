@@ -12,12 +12,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ser.evolve.confidence import CONFIDENCES
+from ser.evolve.agreement import AGREEMENTS
+from ser.evolve.confidence import CONFIDENCES, PROBABILITY_CONFIDENCES
 from ser.evolve.status import RULES
 
 SCHEDULES = ("seed_only", "ser", "full_data")
@@ -36,6 +37,14 @@ class ThresholdsSchema:
 
 
 @dataclass
+class AgreementSchema:
+    kind: str = "none"         # none | dropout | checkpoints
+    samples: int = 4           # dropout samples, or earlier loops' RMs
+    dropout: float = 0.1       # MC dropout rate (kind=dropout)
+    min_fraction: float = 1.0  # share of the extra scorers that must agree with the current RM
+
+
+@dataclass
 class SERSchema:
     rule: str = "paper"
     confidence: str = "pointwise"
@@ -48,6 +57,11 @@ class SERSchema:
     remove_selected: bool = True
     final_model: str = "best_val"
     keep_checkpoints: str = "best_last"
+    top_fraction: Optional[float] = None
+    top_k: Optional[int] = None
+    weighting: str = "none"
+    relabel: str = "none"
+    agreement: AgreementSchema = field(default_factory=AgreementSchema)
 
 
 @dataclass
@@ -109,11 +123,26 @@ def validate_config(cfg: DictConfig) -> None:
     _check(schedule.name in SCHEDULES, "schedule.name", f"must be one of {SCHEDULES}, got {schedule.name!r}")
     _check(ser.rule in RULES, "ser.rule", f"must be one of {RULES}, got {ser.rule!r}")
     _check(ser.confidence in CONFIDENCES, "ser.confidence", f"must be one of {CONFIDENCES}, got {ser.confidence!r}")
-    for name in ("tau_high", "tau_low", "delta"):
-        value = getattr(t, name)
-        _check(0.0 <= value <= 1.0, f"ser.thresholds.{name}", f"must be in [0, 1], got {value}")
-    _check(t.tau_low < t.tau_high, "ser.thresholds.tau_low",
-           f"must be below tau_high ({t.tau_low} >= {t.tau_high})")
+    if ser.confidence in PROBABILITY_CONFIDENCES:
+        for name in ("tau_high", "tau_low", "delta"):
+            value = getattr(t, name)
+            _check(0.0 <= value <= 1.0, f"ser.thresholds.{name}",
+                   f"must be in [0, 1] for ser.confidence={ser.confidence}, got {value}")
+    else:  # zscore: thresholds in standard deviations of the pool's scores
+        _check(t.delta >= 0.0, "ser.thresholds.delta", f"must be >= 0, got {t.delta}")
+    _check(t.tau_low <= t.tau_high, "ser.thresholds.tau_low",
+           f"must not exceed tau_high ({t.tau_low} > {t.tau_high})")
+    if ser.top_fraction is not None:
+        _check(0.0 < ser.top_fraction <= 1.0, "ser.top_fraction", f"must be in (0, 1], got {ser.top_fraction}")
+    if ser.top_k is not None:
+        _check(ser.top_k >= ser.min_pairs, "ser.top_k", f"must be >= ser.min_pairs ({ser.min_pairs}), got {ser.top_k}")
+    _check(ser.weighting in ("none", "confidence"), "ser.weighting", f"must be none or confidence, got {ser.weighting!r}")
+    _check(ser.relabel in ("none", "drop", "flip"), "ser.relabel", f"must be none, drop or flip, got {ser.relabel!r}")
+    a = ser.agreement
+    _check(a.kind in AGREEMENTS, "ser.agreement.kind", f"must be one of {AGREEMENTS}, got {a.kind!r}")
+    _check(a.samples >= 1, "ser.agreement.samples", f"must be >= 1, got {a.samples}")
+    _check(0.0 < a.dropout < 1.0, "ser.agreement.dropout", f"must be in (0, 1), got {a.dropout}")
+    _check(0.0 < a.min_fraction <= 1.0, "ser.agreement.min_fraction", f"must be in (0, 1], got {a.min_fraction}")
     _check(ser.min_pairs >= 1, "ser.min_pairs", f"must be >= 1, got {ser.min_pairs}")
     _check(ser.max_loops >= 0, "ser.max_loops", f"must be >= 0, got {ser.max_loops}")
     _check(ser.patience >= 1, "ser.patience", f"must be >= 1, got {ser.patience}")

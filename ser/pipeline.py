@@ -9,6 +9,7 @@ Schedules (the three columns of the paper's table, on identical splits for a giv
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,15 @@ from typing import Any
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+import torch
 from safetensors.torch import load_model, save_model
 
 from ser.data.dataset import build_pairs
 from ser.data.schema import PreferencePair
 from ser.data.splits import Splits, split_pairs
 from ser.data.synthetic import is_stark, pair_kind
-from ser.evolve.confidence import Confidence
+from ser.evolve.agreement import agreement_mask, checkpoint_scores, dropout_scores
+from ser.evolve.confidence import Confidence, fit_temperature
 from ser.evolve.selection import as_pairs, self_label, self_label_accuracy
 from ser.evolve.state import LoopState, config_hash
 from ser.evolve.status import Thresholds
@@ -114,7 +117,7 @@ class Experiment:
         return {"pad_id": self.tokenizer.pad_token_id, "batch_size": self.cfg.rm.eval_batch_size,
                 "precision": str(self.cfg.trainer.precision), "progress": True, "desc": desc}
 
-    def train(self, train_pairs: list[PreferencePair], loop: int) -> None:
+    def train(self, train_pairs: list[PreferencePair], loop: int, weights: list[float] | None = None) -> None:
         maybe_die("train", loop)
         cfg = self.cfg
         if loop > 0 and cfg.ser.retrain_from == "base":
@@ -124,11 +127,15 @@ class Experiment:
         # Reseed per loop: a resumed run draws the same dropout masks and batches as an uninterrupted one.
         pl.seed_everything(cfg.seed * 1000 + loop, workers=True, verbose=False)
         self.module.metric_prefix = f"loop{loop}/"
-        features = pair_features(train_pairs, self.cache, self.template)
+        features = pair_features(train_pairs, self.cache, self.template, weights)
         log.info("loop %d: training the RM on %d pairs for %d epochs", loop, len(features), cfg.rm.epochs)
         fit_reward_model(self.module, features, self.features["val"], trainer_cfg=cfg.trainer,
                          epochs=cfg.rm.epochs, batch_size=cfg.rm.batch_size, pad_id=self.tokenizer.pad_token_id,
                          seed=cfg.seed + loop, loggers=self.loggers)
+
+    def train_on(self, state: LoopState, loop: int) -> None:
+        pairs, weights = self.training_pairs(state)
+        self.train(pairs, loop, weights)
 
     def evaluate(self) -> dict[str, dict[str, float]]:
         return {name: evaluate_pairs(self.module, self.features[name], groups=self._groups(name),
@@ -153,7 +160,7 @@ class Experiment:
         return str(path.relative_to(self.out))
 
     def record(self, state: LoopState, loop: int, status: str | None, new_rows: list[dict], started: float,
-               candidates: dict[str, int] | None = None, note: str = "") -> dict[str, Any]:
+               candidates: dict[str, int] | None = None, note: str = "", shortfall: str = "") -> dict[str, Any]:
         metrics = self.evaluate()
         val, test = metrics["val"], metrics["test"]
         entry = {
@@ -166,6 +173,7 @@ class Experiment:
             "test_accuracy_by_group": test.get("accuracy_by_group"), "test_margin": test.get("margin"),
             "reward_mean": test.get("reward_mean"),
             "reward_std": test.get("reward_std"), "seconds": round(time.time() - started, 2), "note": note,
+            "shortfall": shortfall,
         }
         state.loops.append(entry)
         state.checkpoint = self.checkpoint(loop)
@@ -183,13 +191,16 @@ class Experiment:
         seed = len(self.splits.seed) if (self.cfg.ser.mix_seed or not state.selected) else 0
         return seed + len(state.selected)
 
-    def training_pairs(self, state: LoopState) -> list[PreferencePair]:
+    def training_pairs(self, state: LoopState) -> tuple[list[PreferencePair], list[float]]:
+        """The pairs the next RM trains on, with their loss weights (human labels weigh 1)."""
         if self.schedule == "full_data":
-            return self.splits.seed + self.splits.pool
-        selected = as_pairs(list(state.selected.values()))
+            pairs = self.splits.seed + self.splits.pool
+            return pairs, [1.0] * len(pairs)
+        rows = list(state.selected.values())
+        selected, weights = as_pairs(rows), [float(r.get("weight", 1.0)) for r in rows]
         if not selected or self.cfg.ser.mix_seed:
-            return self.splits.seed + selected
-        return selected
+            return self.splits.seed + selected, [1.0] * len(self.splits.seed) + weights
+        return selected, weights
 
     # ---- the loop -----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -207,7 +218,7 @@ class Experiment:
 
         if not state.loops:  # loop 0: the seed RM (or the full-data RM)
             started = time.time()
-            self.train(self.training_pairs(state), loop=0)
+            self.train_on(state, loop=0)
             self.record(state, 0, None, [], started)
         max_loops = cfg.ser.max_loops if self.schedule == "ser" else 0
         while not state.stopped and state.next_loop <= max_loops:
@@ -219,19 +230,29 @@ class Experiment:
 
     def evolve_once(self, state: LoopState) -> None:
         cfg, loop, started = self.cfg, state.next_loop, time.time()
+        relabeled = self.relabel_selected(state, loop) if cfg.ser.relabel != "none" else {}
         removed = set(state.removed_from_pool)
         pool_index = [i for i, p in enumerate(self.splits.pool) if p.id not in removed]
         pool = [self.splits.pool[i] for i in pool_index]
-        reward_a, reward_b = pair_rewards(self.module, [self.pool_features[i] for i in pool_index],
-                                          **self._eval_kwargs(f"loop {loop}: scoring pool"))
+        pool_features = [self.pool_features[i] for i in pool_index]
+        reward_a, reward_b = pair_rewards(self.module, pool_features, **self._eval_kwargs(f"loop {loop}: scoring pool"))
         maybe_die("score", loop)
         val_c, val_r = pair_rewards(self.module, self.features["val"], **self._eval_kwargs("calibrating"))
-        confidence = Confidence.fit(cfg.ser.confidence, val_c, val_r)
+        confidence = Confidence.fit(cfg.ser.confidence, val_c, val_r, torch.cat([reward_a, reward_b]))
+        weight_t = fit_temperature(val_c - val_r) if cfg.ser.weighting == "confidence" else None
+        keep = self.agreement(state, loop, pool_features, reward_a, reward_b)
         th = cfg.ser.thresholds
         decision, rows = self_label(pool, reward_a, reward_b, confidence=confidence, rule=cfg.ser.rule,
                                     thresholds=Thresholds(th.tau_high, th.tau_low, th.delta),
-                                    min_pairs=cfg.ser.min_pairs, previous_status=state.status, loop=loop)
-        log.info("loop %d: %s (candidates %s)", loop, decision.reason, decision.candidates)
+                                    min_pairs=cfg.ser.min_pairs, previous_status=state.status, loop=loop,
+                                    cap=self.selection_cap(len(pool)), keep=keep, weight_temperature=weight_t)
+        candidates = {**decision.candidates, **relabeled}
+        if keep is not None:
+            candidates["agreeing"] = int(keep.sum())
+        log.info("loop %d: %s (candidates %s)", loop, decision.reason, candidates)
+        if decision.shortfall:  # never silent: console, metrics (loops.csv / summary.json) and the state
+            log.warning("loop %d: SELECTION SHORTFALL: %s", loop, decision.shortfall)
+            state.warnings.append(f"loop {loop}: {decision.shortfall}")
         if decision.stop:
             log.warning("loop %d: stopping: %s", loop, decision.reason)
             state.stopped, state.stop_reason = True, decision.reason
@@ -242,9 +263,60 @@ class Experiment:
             state.selected[row["id"]] = row
         if cfg.ser.remove_selected:
             state.removed_from_pool.extend(r["id"] for r in rows)
-        self.train(self.training_pairs(state), loop=loop)
-        entry = self.record(state, loop, decision.status, rows, started, decision.candidates, decision.reason)
+        self.train_on(state, loop=loop)
+        entry = self.record(state, loop, decision.status, rows, started, candidates, decision.reason,
+                            shortfall=decision.shortfall)
         self.check_patience(state, entry)
+
+    def selection_cap(self, pool_size: int) -> int | None:
+        """ser.top_k, or ser.top_fraction of the remaining pool (the smaller when both are set)."""
+        caps = []
+        if self.cfg.ser.top_fraction is not None:
+            caps.append(math.ceil(self.cfg.ser.top_fraction * pool_size))
+        if self.cfg.ser.top_k is not None:
+            caps.append(int(self.cfg.ser.top_k))
+        return min(caps) if caps else None
+
+    def agreement(self, state: LoopState, loop: int, features: list[dict], reward_a: torch.Tensor,
+                  reward_b: torch.Tensor) -> torch.Tensor | None:
+        """Pool pairs on whose label the extra scorers (dropout samples / earlier RMs) agree."""
+        spec = self.cfg.ser.agreement
+        if spec.kind == "none":
+            return None
+
+        def score() -> tuple[torch.Tensor, torch.Tensor]:
+            return pair_rewards(self.module, features, **self._eval_kwargs(f"loop {loop}: agreement"))
+
+        if spec.kind == "dropout":
+            others = dropout_scores(self.model, score, spec.samples, spec.dropout, seed=self.cfg.seed * 1000 + loop)
+        else:  # the RMs of the `samples` loops before the current one
+            earlier = [self._checkpoint_path(e["loop"]) for e in state.loops[:-1]][-spec.samples:]
+            if not earlier:
+                log.warning("loop %d: ser.agreement.kind=checkpoints: no earlier RM yet, the current one decides alone",
+                            loop)
+            others = checkpoint_scores(self.model, score, earlier, self._checkpoint_path(state.loops[-1]["loop"]))
+        return agreement_mask(reward_a, reward_b, others, spec.min_fraction)
+
+    def relabel_selected(self, state: LoopState, loop: int) -> dict[str, int]:
+        """Re-score every accumulated self-label with the current RM; a label that flips is dropped
+        (the pair goes back to the pool) or flipped, by ser.relabel."""
+        rows = list(state.selected.values())
+        if not rows:
+            return {}
+        chosen, rejected = pair_rewards(self.module, pair_features(as_pairs(rows), self.cache, self.template),
+                                        **self._eval_kwargs(f"loop {loop}: re-scoring self-labels"))
+        flipped = [row for row, c, r in zip(rows, chosen.tolist(), rejected.tolist()) if r > c]
+        for row in flipped:
+            if self.cfg.ser.relabel == "drop":
+                del state.selected[row["id"]]
+                if row["id"] in state.removed_from_pool:
+                    state.removed_from_pool.remove(row["id"])
+            else:
+                state.selected[row["id"]] = {**row, "chosen": row["rejected"], "rejected": row["chosen"],
+                                             "correct": not row["correct"], "relabeled_in_loop": loop}
+        log.info("loop %d: re-scored %d self-labels, %d flipped (%s)", loop, len(rows), len(flipped), self.cfg.ser.relabel)
+        return {"relabel_checked": len(rows), "relabel_flipped": len(flipped),
+                "relabel_flipped_were_correct": sum(r["correct"] for r in flipped)}
 
     def check_patience(self, state: LoopState, entry: dict[str, Any]) -> None:
         best = max(e["val_accuracy"] for e in state.loops)
@@ -274,9 +346,10 @@ class Experiment:
         summary = {
             "schedule": self.schedule, "data": cfg.data.name, "rm": cfg.rm.name, "seed": cfg.seed,
             "splits": self.splits.sizes(), "stop_reason": state.stop_reason,
-            "loops": [{k: e[k] for k in ("loop", "status", "selected", "selected_total", "self_label_accuracy",
+            "loops": [{k: e.get(k) for k in ("loop", "status", "selected", "selected_total", "self_label_accuracy",
                                          "val_accuracy", "test_accuracy", "test_ece", "seconds", "candidates",
-                                         "test_accuracy_by_group", "train_pairs", "note")} for e in loops],
+                                         "test_accuracy_by_group", "train_pairs", "note", "shortfall")} for e in loops],
+            "warnings": state.warnings,
             "final": {"loop": final["loop"], "selected_by": cfg.ser.final_model,
                       "val_accuracy": final["val_accuracy"], "test_accuracy": final["test_accuracy"],
                       "test_ece": final["test_ece"]},

@@ -14,16 +14,22 @@ from ser.evolve.status import Decision, Thresholds, decide
 
 def self_label(pool: Sequence[PreferencePair], reward_a: torch.Tensor, reward_b: torch.Tensor, *,
                confidence: Confidence, rule: str, thresholds: Thresholds, min_pairs: int,
-               previous_status: str | None, loop: int) -> tuple[Decision, list[dict[str, Any]]]:
+               previous_status: str | None, loop: int, cap: int | None = None,
+               keep: torch.Tensor | None = None, weight_temperature: float | None = None
+               ) -> tuple[Decision, list[dict[str, Any]]]:
     """Decide this loop's status and return the kept pairs, labeled by the RM, with provenance.
 
     Answer a is the source's chosen answer, b its rejected one; the RM scores each on its own, so
     the order leaks nothing. The higher-scored answer becomes "chosen"; `correct` records whether
     that agrees with the hidden human label (used only to report self-label accuracy).
+    `cap`: keep at most this many pairs, largest |r_a - r_b| first. `keep`: pairs allowed at all
+    (e.g. where several scorers agree). `weight_temperature` T: each row gets the training weight
+    2 * sigmoid(|r_a - r_b| / T) - 1, the calibrated P(label right) - P(label wrong); else 1.
     """
     p_a, p_b = confidence.probabilities(reward_a, reward_b)
+    gap = (reward_a - reward_b).abs()
     decision = decide(p_a, p_b, rule=rule, thresholds=thresholds, min_pairs=min_pairs,
-                      previous_status=previous_status)
+                      previous_status=previous_status, keep=keep, gap=gap, cap=cap)
     rows = []
     for i in torch.nonzero(decision.mask).flatten().tolist():
         pair = pool[i]
@@ -40,9 +46,17 @@ def self_label(pool: Sequence[PreferencePair], reward_a: torch.Tensor, reward_b:
             "confidence": float(abs(p_a[i] - p_b[i])),  # |p_chosen - p_rejected| under the confidence mode
             "p_chosen": float(p_a[i] if a_wins else p_b[i]),
             "p_rejected": float(p_b[i] if a_wins else p_a[i]),
+            "weight": label_weight(float(gap[i]), weight_temperature),
             "correct": a_wins,
         })
     return decision, rows
+
+
+def label_weight(gap: float, temperature: float | None) -> float:
+    """2 * sigmoid(gap / T) - 1: 0 for a coin flip, -> 1 for a sure label; 1 without a temperature."""
+    if temperature is None:
+        return 1.0
+    return float(2 * torch.sigmoid(torch.tensor(gap / temperature)) - 1)
 
 
 def self_label_accuracy(rows: Sequence[dict[str, Any]]) -> float | None:

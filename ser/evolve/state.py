@@ -27,6 +27,7 @@ class LoopState:
     stopped: bool = False
     stop_reason: str = ""
     checkpoint: str | None = None  # weights of the last finished loop, relative to the run dir
+    warnings: list[str] = field(default_factory=list)  # selection shortfalls, repeated in summary.json
 
     @property
     def next_loop(self) -> int:
