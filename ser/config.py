@@ -104,7 +104,7 @@ def _check_targets(node: Any, path: str = "") -> None:
 def _check_source_path(source: Any, key: str) -> None:
     if not source or source.get("path") is None:
         return
-    paths = source["path"] if isinstance(source["path"], (list, tuple)) else [source["path"]]
+    paths = [source["path"]] if isinstance(source["path"], (str, os.PathLike)) else list(source["path"])
     for raw in paths:
         path = os.path.expandvars(os.path.expanduser(str(raw)))
         if any(ch in path for ch in "*?["):

@@ -35,7 +35,8 @@ def test_every_group_option_composes_and_validates(group, option, tmp_path):
             assert node._target_.startswith("pytorch_lightning.loggers.")
 
 
-@pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "conf" / "experiment").rglob("*.yaml")))
+@pytest.mark.parametrize("experiment", sorted(str(p.relative_to(ROOT / "conf" / "experiment").with_suffix(""))
+                                              for p in (ROOT / "conf" / "experiment").rglob("*.yaml")))
 def test_every_experiment_composes(experiment, tmp_path):
     validate_config(compose([f"experiment={experiment}"], tmp_path))
 

@@ -263,3 +263,32 @@ def test_shared_tldr_original_matches_converted() -> None:
     converted, _ = load_pairs({"adapter": "summarize", "path": str(folder / "tldr_comparisons_valid.jsonl.gz")})
     original, _ = load_pairs({"adapter": "summarize", "path": str(folder / "original_batch13.json.gz")})
     assert original == converted[: len(original)]  # batch13 comes first in the converted file
+
+
+@needs_shared
+@pytest.mark.parametrize(("option", "pairs", "test_pairs"), [
+    ("hh_rlhf_shared", 2348, None),
+    ("ultrafeedback_shared", 994, 199),   # its own eval split is the test split
+    ("stack_exchange_shared", 3480, None),  # four sites, pairs already built: the generic adapter
+    ("summarize_shared", 1771, None),
+])
+def test_shared_data_configs_load_through_the_config_tree(option, pairs, test_pairs, tmp_path) -> None:
+    # through Hydra's composition, so options inherited from another dataset config would fail here
+    from ser.config import validate_config
+    from ser.data.dataset import build_pairs
+    from tests.conftest import compose
+
+    cfg = compose([f"data={option}", f"paths.shared_data={SHARED}"], tmp_path)
+    validate_config(cfg)
+    train, test, _ = build_pairs(cfg.data)
+    assert len(train) == pairs
+    assert (None if test is None else len(test)) == test_pairs
+
+
+def test_shared_data_configs_name_the_missing_file(tmp_path) -> None:
+    from ser.config import ConfigError, validate_config
+    from tests.conftest import compose
+
+    cfg = compose(["data=hh_rlhf_shared", f"paths.shared_data={tmp_path}/nowhere"], tmp_path)
+    with pytest.raises(ConfigError, match=r"data\.source\.path.*nowhere/hh-rlhf/helpful-base_test\.jsonl\.gz"):
+        validate_config(cfg)
