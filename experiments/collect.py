@@ -34,6 +34,7 @@ SCHEDULE_ORDER = (SEED_ONLY, SER, FULL_DATA)  # the reading order of the paper; 
 DEFAULT_GROUP_BY = ("data", "rm", "schedule")
 DEFAULT_METRIC = "test_accuracy"
 DASH = "—"
+NO_VARIANT = "-"  # summary.json's variant of seed_only and full_data runs (ser.pipeline.NO_VARIANT)
 
 
 class CollectError(Exception):
@@ -247,7 +248,10 @@ def add_gaps(groups: list[Group], group_by: Sequence[str], metric: str) -> None:
     by_key = {tuple(g.key.items()): g for g in groups}
 
     def reference(group: Group, schedule: str) -> Group | None:
-        return by_key.get(tuple({**group.key, "schedule": schedule}.items()))
+        key = {**group.key, "schedule": schedule}
+        if "variant" in key:  # the references select nothing: one seed_only / full_data row serves every variant
+            key["variant"] = NO_VARIANT
+        return by_key.get(tuple(key.items()))
 
     for group in groups:
         if group.key["schedule"] in (SEED_ONLY, FULL_DATA):

@@ -345,7 +345,8 @@ class Experiment:
         self._prune_checkpoints(state, final["loop"])
         summary = {
             "schedule": self.schedule, "data": cfg.data.name, "rm": cfg.rm.name, "seed": cfg.seed,
-            "splits": self.splits.sizes(), "stop_reason": state.stop_reason,
+            "variant": selection_variant(cfg.ser) if self.schedule == "ser" else NO_VARIANT,
+            "seed_fraction": cfg.splits.seed_fraction, "splits": self.splits.sizes(), "stop_reason": state.stop_reason,
             "loops": [{k: e.get(k) for k in ("loop", "status", "selected", "selected_total", "self_label_accuracy",
                                          "val_accuracy", "test_accuracy", "test_ece", "seconds", "candidates",
                                          "test_accuracy_by_group", "train_pairs", "note", "shortfall")} for e in loops],
@@ -390,5 +391,27 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
 
     validate_config(cfg)  # library callers get the same checks as run.py, before anything loads
     out = Path(cfg.paths.output_dir)
+NO_VARIANT = "-"  # seed_only and full_data select nothing
+
+
+def selection_variant(ser: DictConfig) -> str:
+    """The selection settings of a SER run in one short string: ablation tables group runs by it."""
+    t = ser.thresholds
+    parts = [f"{ser.rule}/{ser.confidence}({t.tau_high:g},{t.tau_low:g},{t.delta:g})"]
+    if ser.top_fraction is not None:
+        parts.append(f"top{100 * ser.top_fraction:g}%")
+    if ser.top_k is not None:
+        parts.append(f"top{ser.top_k}")
+    if ser.weighting != "none":
+        parts.append(f"weight={ser.weighting}")
+    if ser.relabel != "none":
+        parts.append(f"relabel={ser.relabel}")
+    if ser.agreement.kind != "none":
+        parts.append(f"agree={ser.agreement.kind}x{ser.agreement.samples}@{ser.agreement.min_fraction:g}")
+    if ser.retrain_from != "base":
+        parts.append(f"from={ser.retrain_from}")
+    return " ".join(parts)
+
+
     out.mkdir(parents=True, exist_ok=True)
     return Experiment(cfg, out).run()

@@ -43,6 +43,7 @@ def test_robust_options_leave_their_trace(robust_run):
     assert 0 < loop2["agreeing"] <= summary["splits"]["pool"]
     rows = [json.loads(line) for line in (out / "selflabels" / "loop_1.jsonl").read_text().splitlines()]
     assert rows and all(0.0 <= r["weight"] <= 1.0 for r in rows)
+    assert summary["variant"] == "paper/percentile(0.5,0.5,0) top25% weight=confidence relabel=drop agree=dropoutx4@0.75"
     assert len({round(r["weight"], 6) for r in rows}) > 1  # weights follow each pair's gap, not a constant
 
 

@@ -179,3 +179,19 @@ def test_cli_without_summaries_exits_1(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "experiments/collect.py", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "no summary.json found" in proc.stderr
+
+
+def test_variants_share_one_seed_only_and_full_data_reference(sweep: Path) -> None:
+    # two SER variants beside the references: each gets its own gap against the same seed_only / full_data
+    for path in sweep.glob("*/summary.json"):
+        s = json.loads(path.read_text())
+        s["variant"] = "paper/calibrated(0.55,0.45,0.3)" if s["schedule"] == "ser" else "-"
+        path.write_text(json.dumps(s))
+    for seed, acc in enumerate([0.65, 0.67, 0.69]):  # a variant closing a quarter of the gap
+        s = summary("ser", seed, acc, 0.05, 2)
+        s["variant"] = "paper/percentile(0.5,0.5,0) top25%"
+        write(sweep / f"schedule=ser,ser=top_gap,seed={seed}", s)
+    c = collect([sweep], group_by=("data", "rm", "schedule", "variant"))
+    gaps = {g.key["variant"]: g.gap.of_means for g in c.groups if g.key["schedule"] == "ser"}
+    assert gaps == {"paper/calibrated(0.55,0.45,0.3)": pytest.approx(50.0),
+                    "paper/percentile(0.5,0.5,0) top25%": pytest.approx(25.0)}
