@@ -35,6 +35,7 @@ from ser.report import plot_loops, print_loop_table
 from ser.reward.backbone import apply_lora, load_backbone
 from ser.reward.collator import TokenCache, render
 from ser.reward.export import export_reward_model
+from ser.reward.frozen import FrozenPrefix
 from ser.reward.module import RewardModule
 from ser.reward.train import evaluate_pairs, fit_reward_model, pair_features, pair_rewards
 
@@ -79,6 +80,9 @@ class Experiment:
         if cfg.rm.lora:
             self.model = apply_lora(self.model, cfg.rm.lora)
         # Only trainable tensors can drift from the base (with LoRA: adapters + head, a few MB), so only
+        # rm.freeze_layers: the embeddings and the bottom blocks stop training; their output is cached below
+        self.prefix = (FrozenPrefix(self.model, int(cfg.rm.freeze_layers), self.tokenizer.pad_token_id).attach()
+                       if cfg.rm.get("freeze_layers") else None)
         # they are kept for ser.retrain_from=base.
         self.base_state = {name: p.detach().cpu().clone() for name, p in self.model.named_parameters()
                            if p.requires_grad}
@@ -111,8 +115,19 @@ class Experiment:
                          for name in ("seed", "val", "test")}
         self.pool_features = pair_features(self.splits.pool, self.cache, self.template)
         self.loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
+        if self.prefix is not None:
+            self._cache_frozen_prefix()
 
     # ---- pieces of a loop ---------------------------------------------------------------------
+    def _cache_frozen_prefix(self) -> None:
+        """rm.freeze_layers: the frozen blocks' output for every text of the run, once, in a fixed order."""
+        started, prefix = time.time(), self.prefix
+        features = [f for fs in (*self.features.values(), self.pool_features) for f in fs]
+        texts = prefix.build([ids for f in features for ids in (f["chosen_ids"], f["rejected_ids"])])
+        log.info("rm.freeze_layers=%d: cached the frozen blocks' output of %d texts in %.1f s (%.0f MB)",
+                 prefix.k, texts, time.time() - started,
+                 sum(t.numel() * t.element_size() for t in prefix.cache.values()) / 2**20)
+
     def _eval_kwargs(self, desc: str) -> dict[str, Any]:
         return {"pad_id": self.tokenizer.pad_token_id, "batch_size": self.cfg.rm.eval_batch_size,
                 "precision": str(self.cfg.trainer.precision), "progress": True, "desc": desc}

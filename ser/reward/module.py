@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 from transformers import PreTrainedModel, get_scheduler
 
+from ser.reward.frozen import frozen_prefix
 from ser.reward.metrics import PairwiseMetrics, pairwise_loss
 
 POOLINGS = ("auto", "hf", "last", "mean")
@@ -41,6 +42,10 @@ def resolve_pooling(model: torch.nn.Module, pooling: str) -> str:
 def compute_rewards(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     pooling: str) -> torch.Tensor:
     """One scalar reward per row."""
+    prefix = frozen_prefix(model)
+    if prefix is not None and prefix.replay is None:  # rm.freeze_layers: start above the cached frozen blocks
+        with prefix.replaying(input_ids, attention_mask):
+            return compute_rewards(model, input_ids, attention_mask, pooling)
     if pooling == "hf":
         return model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1)
     inner = _inner(model)
