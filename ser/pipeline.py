@@ -123,10 +123,11 @@ class Experiment:
         """rm.freeze_layers: the frozen blocks' output for every text of the run, once, in a fixed order."""
         started, prefix = time.time(), self.prefix
         features = [f for fs in (*self.features.values(), self.pool_features) for f in fs]
-        texts = prefix.build([ids for f in features for ids in (f["chosen_ids"], f["rejected_ids"])])
-        log.info("rm.freeze_layers=%d: cached the frozen blocks' output of %d texts in %.1f s (%.0f MB)",
-                 prefix.k, texts, time.time() - started,
-                 sum(t.numel() * t.element_size() for t in prefix.cache.values()) / 2**20)
+        how = prefix.build_with_disk_cache([ids for f in features for ids in (f["chosen_ids"], f["rejected_ids"])],
+                                           self.cfg.paths.get("frozen_cache_dir"))
+        log.info("rm.freeze_layers=%d: the frozen blocks' output of %d texts (%.0f MB), %s in %.1f s", prefix.k,
+                 len(prefix.cache), sum(t.numel() * t.element_size() for t in prefix.cache.values()) / 2**20, how,
+                 time.time() - started)
 
     def _eval_kwargs(self, desc: str) -> dict[str, Any]:
         return {"pad_id": self.tokenizer.pad_token_id, "batch_size": self.cfg.rm.eval_batch_size,

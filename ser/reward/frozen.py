@@ -12,11 +12,17 @@ take the hidden states as their first argument. Needs right padding (the collato
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 BLOCK_LIST_NAMES = ("layer", "layers", "h", "block")
 ATTRIBUTE = "ser_frozen_prefix"  # set on the model passed to compute_rewards
@@ -127,6 +133,45 @@ class FrozenPrefix:
             yield
         finally:
             self.replay = None
+
+
+    # ---- on disk: every run over the same texts and base model shares one cache file ------------------
+    def fingerprint(self, sequences: Sequence[Sequence[int]]) -> str:
+        """Hash of the frozen weights, k and the distinct sequences: equal hashes mean equal states."""
+        digest = hashlib.sha256(f"k={self.k}".encode())
+        for name, param in self.model.named_parameters():
+            if not param.requires_grad:
+                digest.update(name.encode())
+                digest.update(param.detach().cpu().float().numpy().tobytes())
+        for seq in sorted(set(map(tuple, sequences))):
+            digest.update(torch.tensor(seq, dtype=torch.int32).numpy().tobytes() + b"|")
+        return digest.hexdigest()[:24]
+
+    def build_with_disk_cache(self, sequences: Sequence[Sequence[int]], cache_dir: str | Path | None) -> str:
+        """`build`, loading the states from `cache_dir` when a run already computed them (else saving them)."""
+        if not cache_dir:
+            self.build(sequences)
+            return "computed"
+        path = Path(cache_dir).expanduser() / f"frozen-{self.fingerprint(sequences)}.safetensors"
+        if path.exists():
+            stored = load_file(str(path))
+            ids, lengths, states = stored["ids"].tolist(), stored["lengths"].tolist(), stored["states"]
+            self.tuple_output = bool(stored["tuple_output"].item())
+            start = 0
+            for n, hidden in zip(lengths, states.split(lengths)):
+                self.cache[tuple(ids[start:start + n])] = hidden
+                start += n
+            return f"loaded from {path}"
+        self.build(sequences)
+        seqs = sorted(set(map(tuple, sequences)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"ids": torch.tensor([t for s in seqs for t in s], dtype=torch.int64),
+                   "lengths": torch.tensor([len(s) for s in seqs], dtype=torch.int64),
+                   "states": torch.cat([self.cache[s] for s in seqs]).contiguous(),
+                   "tuple_output": torch.tensor(int(self.tuple_output))}, str(tmp))
+        tmp.replace(path)  # atomic: a killed run never leaves a torn cache file
+        return f"computed and saved to {path}"
 
 
 def frozen_prefix(model: nn.Module) -> FrozenPrefix | None:

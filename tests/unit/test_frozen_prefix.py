@@ -63,3 +63,25 @@ def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="right padding"):
         compute_rewards(model, left["input_ids"], left["attention_mask"], "hf")
     assert len(transformer_blocks(model)) == 3
+
+
+def test_the_disk_cache_is_shared_and_keyed_by_weights_and_texts(tmp_path):
+    model = _tiny_bert()
+    batch = pad_batch(SEQS, pad_id=0)
+    full = compute_rewards(model, batch["input_ids"], batch["attention_mask"], "hf")
+    first = FrozenPrefix(model, 2, pad_id=0).attach()
+    assert first.build_with_disk_cache(SEQS, tmp_path).startswith("computed and saved")
+    second = FrozenPrefix(_tiny_bert(), 2, pad_id=0)  # same weights (seeded), a fresh process would see the file
+    assert second.build_with_disk_cache(SEQS, tmp_path).startswith("loaded")
+    assert second.cache.keys() == first.cache.keys()
+    assert all(torch.equal(second.cache[k], first.cache[k]) for k in first.cache)
+    second.attach()
+    torch.testing.assert_close(compute_rewards(second.model, batch["input_ids"], batch["attention_mask"], "hf"), full,
+                               rtol=0, atol=1e-6)
+    # other weights or other texts: another file, never a stale cache
+    other = _tiny_bert()
+    with torch.no_grad():
+        other.bert.embeddings.word_embeddings.weight.add_(1.0)
+    assert FrozenPrefix(other, 2, pad_id=0).build_with_disk_cache(SEQS, tmp_path).startswith("computed")
+    assert FrozenPrefix(_tiny_bert(), 2, pad_id=0).build_with_disk_cache(SEQS[:2], tmp_path).startswith("computed")
+    assert len(list(tmp_path.glob("frozen-*.safetensors"))) == 3
