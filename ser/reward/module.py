@@ -113,7 +113,14 @@ class RewardModule(pl.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params=params)
+        overrides = {}
+        trainer = self.trainer
+        if (getattr(self.optimizer_factory, "keywords", {}).get("fused") and trainer.gradient_clip_val
+                and str(trainer.precision).endswith("-mixed")):
+            # Lightning refuses to clip the gradients of a fused optimizer under autocast (it unscales
+            # internally): keep clipping, which the results depend on, and drop the kernel choice.
+            overrides["fused"] = False
+        optimizer = self.optimizer_factory(params=params, **overrides)
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(self.scheduler_cfg.get("warmup_ratio", 0.0) * total)
         scheduler = get_scheduler(self.scheduler_cfg.get("name", "linear"), optimizer,

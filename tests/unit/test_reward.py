@@ -142,3 +142,15 @@ def test_lora_keeps_the_score_head_trainable_and_saved(tmp_path):
     assert torch.allclose(loaded.score([("the cat", "sat")]), RewardScorer(peft_model, tok, pooling="last",
                           template="{prompt} {response}").score([("the cat", "sat")]), atol=1e-5)
     assert rewards.shape == (1,)
+
+
+def test_bf16_autocast_with_gradient_clipping_trains_with_a_fused_optimizer(tmp_path):
+    # rm.optimizer.fused=true + trainer.precision=bf16-mixed + gradient_clip_val: Lightning refuses to clip a
+    # fused optimizer under autocast; the module falls back to the unfused kernel and keeps clipping.
+    from ser.pipeline import run_experiment
+    from tests.conftest import compose
+
+    cfg = compose(["experiment=smoke", "schedule=seed_only", "logger=csv", "trainer.precision=bf16-mixed",
+                   "++rm.optimizer.fused=true", "trainer.gradient_clip_val=1.0"], tmp_path)
+    summary = run_experiment(cfg)
+    assert 0.0 <= summary["final"]["test_accuracy"] <= 1.0
