@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -165,11 +166,12 @@ class FrozenPrefix:
         self.build(sequences)
         seqs = sorted(set(map(tuple, sequences)))
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"ids": torch.tensor([t for s in seqs for t in s], dtype=torch.int64),
+        tensors = {"ids": torch.tensor([t for s in seqs for t in s], dtype=torch.int64),
                    "lengths": torch.tensor([len(s) for s in seqs], dtype=torch.int64),
                    "states": torch.cat([self.cache[s] for s in seqs]).contiguous(),
-                   "tuple_output": torch.tensor(int(self.tuple_output))}, str(tmp))
+                   "tuple_output": torch.tensor(int(self.tuple_output))}
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # per process: parallel jobs of a sweep may race here
+        save_file(tensors, str(tmp))
         tmp.replace(path)  # atomic: a killed run never leaves a torn cache file
         return f"computed and saved to {path}"
 

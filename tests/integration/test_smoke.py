@@ -113,7 +113,7 @@ def test_interrupted_run_resumes_after_its_last_finished_loop(tmp_path, monkeypa
     trained: list[int] = []
     real_train = pipeline.Experiment.train
     monkeypatch.setattr(pipeline.Experiment, "train",
-                        lambda self, pairs, loop: (trained.append(loop), real_train(self, pairs, loop))[1])
+                        lambda self, pairs, loop, weights=None: (trained.append(loop), real_train(self, pairs, loop, weights))[1])
     resumed = pipeline.run_experiment(compose(SMOKE, tmp_path / "resumed"))
     assert trained == [2], "finished loops 0 and 1 must not be retrained"
     assert _summary_without_timing(resumed) == _summary_without_timing(full)
