@@ -111,16 +111,21 @@ class RewardModule(pl.LightningModule):
             self.log(f"{self.metric_prefix}val/{name}", value, prog_bar=name == "accuracy")
         self.val_metrics.reset()
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if gradient_clip_val and str(self.trainer.precision) == "bf16-mixed":
+            # bf16 autocast has no gradient scaler, so the gradients are final: clip them here. Lightning's
+            # AMP plugin refuses to clip for a fused optimizer (rm.optimizer.fused, ~30x faster on CPU).
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            if gradient_clip_algorithm in (None, "norm"):
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
-        overrides = {}
-        trainer = self.trainer
-        if (getattr(self.optimizer_factory, "keywords", {}).get("fused") and trainer.gradient_clip_val
-                and str(trainer.precision).endswith("-mixed")):
-            # Lightning refuses to clip the gradients of a fused optimizer under autocast (it unscales
-            # internally): keep clipping, which the results depend on, and drop the kernel choice.
-            overrides["fused"] = False
-        optimizer = self.optimizer_factory(params=params, **overrides)
+        optimizer = self.optimizer_factory(params=params)
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(self.scheduler_cfg.get("warmup_ratio", 0.0) * total)
         scheduler = get_scheduler(self.scheduler_cfg.get("name", "linear"), optimizer,

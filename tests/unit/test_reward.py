@@ -145,8 +145,8 @@ def test_lora_keeps_the_score_head_trainable_and_saved(tmp_path):
 
 
 def test_bf16_autocast_with_gradient_clipping_trains_with_a_fused_optimizer(tmp_path):
-    # rm.optimizer.fused=true + trainer.precision=bf16-mixed + gradient_clip_val: Lightning refuses to clip a
-    # fused optimizer under autocast; the module falls back to the unfused kernel and keeps clipping.
+    # rm.optimizer.fused=true + trainer.precision=bf16-mixed + gradient_clip_val: Lightning's AMP plugin refuses
+    # to clip a fused optimizer; bf16 has no scaler, so the module clips the final gradients itself.
     from ser.pipeline import run_experiment
     from tests.conftest import compose
 
@@ -154,3 +154,26 @@ def test_bf16_autocast_with_gradient_clipping_trains_with_a_fused_optimizer(tmp_
                    "++rm.optimizer.fused=true", "trainer.gradient_clip_val=1.0"], tmp_path)
     summary = run_experiment(cfg)
     assert 0.0 <= summary["final"]["test_accuracy"] <= 1.0
+
+
+def test_bf16_clipping_bounds_the_gradient_norm_the_optimizer_sees():
+    import pytorch_lightning as pl
+    from functools import partial
+
+    from ser.reward.module import RewardModule
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 1)
+    module = RewardModule.__new__(RewardModule)
+    pl.LightningModule.__init__(module)
+    module.model = net
+
+    class _Trainer:  # the two attributes the hook reads
+        precision = "bf16-mixed"
+
+    module._trainer = _Trainer()
+    (net(torch.randn(8, 4) * 100).sum()).backward()
+    optimizer = partial(torch.optim.AdamW, fused=True)(net.parameters())
+    assert torch.nn.utils.get_total_norm([p.grad for p in net.parameters()]) > 1.0
+    module.configure_gradient_clipping(optimizer, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
+    assert torch.nn.utils.get_total_norm([p.grad for p in net.parameters()]) == pytest.approx(1.0, rel=1e-4)
