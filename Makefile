@@ -9,7 +9,7 @@ TORCH := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo tor
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup run smoke test test-slow sweep collect clean
+.PHONY: setup run smoke test test-slow sweep collect bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,6 +32,16 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow $(ARGS)
+
+# Speed vs TRL and the transformers pipeline, matmul peak, loop scaling: docs/performance.md.
+bench: setup
+	$(PY) -m pip install -q "$(TORCH)" -e ".[bench]"
+	$(PY) -m experiments.bench.matmul_peak
+	$(PY) -m experiments.bench.score_vs_pipeline
+	$(PY) -m experiments.bench.train_vs_trl
+	$(PY) -m experiments.bench.train_vs_trl --precision bf16
+	$(PY) -m experiments.bench.ser_loop_scaling
+	$(PY) -m experiments.bench.accuracy_check
 
 # The paper's three columns x 3 seeds, then the table: see experiments/README.md.
 sweep: setup

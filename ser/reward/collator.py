@@ -31,11 +31,15 @@ class TokenCache:
         missing = list(dict.fromkeys(t for t in texts if t not in self._ids))
         if missing:
             full = self.tokenizer(missing, truncation=False, add_special_tokens=True)["input_ids"]
-            cut = self.tokenizer(missing, truncation=True, max_length=self.max_length,
-                                 add_special_tokens=True)["input_ids"]
-            for text, f, c in zip(missing, full, cut):
+            # A text that fits tokenises the same with or without truncation: only overlong ones go again.
+            over = [i for i, f in enumerate(full) if len(f) > self.max_length]
+            cut = self.tokenizer([missing[i] for i in over], truncation=True, max_length=self.max_length,
+                                 add_special_tokens=True)["input_ids"] if over else []
+            for text, f in zip(missing, full):
                 self._full_length[text] = len(f)
-                self._ids[text] = c
+                self._ids[text] = f
+            for i, c in zip(over, cut):
+                self._ids[missing[i]] = c
         return [self._ids[t] for t in texts]
 
     def is_truncated(self, text: str) -> bool:

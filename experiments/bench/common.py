@@ -1,0 +1,152 @@
+"""Shared pieces of the benchmarks: machine facts, interleaved timing, the data, useful FLOPs.
+
+Timings on a shared machine drift with the load. Every benchmark therefore runs its alternatives
+interleaved (ours, theirs, ours, theirs, ...) so the load hits both alike, reports medians, and
+prints the load average beside each run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+HH_TEST = ROOT.parent / "shared" / "data" / "hh-rlhf" / "helpful-base_test.jsonl.gz"
+OUT_DIR = ROOT / "outputs" / "bench"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    import transformers
+
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "load_avg_1m": round(os.getloadavg()[0], 2)}
+    try:
+        import trl
+        info["trl"] = trl.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def print_machine(info: Mapping[str, Any]) -> None:
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def interleaved(runs: Mapping[str, Callable[[], Any] | tuple[Callable[[], Any], Callable[[Any], Any]]],
+                repeats: int, warmup: bool = True) -> dict[str, list[dict[str, Any]]]:
+    """Run each alternative `repeats` times, alternating, timing each call with perf_counter.
+
+    An alternative is a callable (timed whole) or a (setup, run) pair: setup() builds what run(x)
+    needs (a fresh model, a trainer) and only run is timed. Returns name -> [{"seconds", "load",
+    "result"}]. A warm-up round of each (untimed) comes first, so one-off costs (imports,
+    allocator, first-call kernel selection) hit neither side's timings.
+    """
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
+    for r in range(repeats + int(warmup)):
+        for name, alt in runs.items():
+            setup, run = alt if isinstance(alt, tuple) else ((lambda: None), (lambda _, f=alt: f()))
+            arg = setup()
+            before = load()
+            start = time.perf_counter()
+            result = run(arg)
+            seconds = time.perf_counter() - start
+            if warmup and r == 0:
+                print(f"  warm-up {name:<28} {seconds:8.2f} s   (load avg {before})", flush=True)
+                continue
+            out[name].append({"seconds": seconds, "load": before, "result": result})
+            print(f"  run {r + int(not warmup)}/{repeats} {name:<28} {seconds:8.2f} s   (load avg {before})", flush=True)
+    return out
+
+
+def median_seconds(rows: Sequence[Mapping[str, Any]]) -> float:
+    return statistics.median(r["seconds"] for r in rows)
+
+
+def save(name: str, payload: Mapping[str, Any]) -> Path:
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    path = OUT_DIR / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    print(f"wrote {path}")
+    return path
+
+
+def bench_pairs(n: int, data: str = "hh", seed: int = 0) -> tuple[list, str]:
+    """`n` preference pairs: the real HH-RLHF sample beside the checkout, or the synthetic generator.
+
+    data="hh" falls back to synthetic (and says so) when the sample is absent.
+    """
+    if data == "hh" and HH_TEST.exists():
+        from ser.data.loading import load_pairs
+
+        pairs, _ = load_pairs({"adapter": "hh_rlhf", "path": str(HH_TEST)})
+        if len(pairs) < n:
+            raise ValueError(f"{HH_TEST} holds {len(pairs)} pairs; asked for {n}")
+        return pairs[:n], f"hh-rlhf helpful-base test ({HH_TEST.name}), first {n} pairs"
+    from ser.data.synthetic import synthetic_pairs
+
+    note = " (the HH-RLHF sample is absent)" if data == "hh" else ""
+    return synthetic_pairs(n, seed, 0.5, 2), f"synthetic, {n} pairs{note}"
+
+
+def load_minilm(seed: int = 0):
+    """all-MiniLM-L6-v2 with a one-output head (seeded), tokenizer truncating from the left."""
+    import pytorch_lightning as pl
+    import transformers
+    from omegaconf import OmegaConf
+
+    from ser.reward.backbone import load_backbone
+
+    transformers.logging.set_verbosity_error()
+    pl.seed_everything(seed, verbose=False)
+    model, tokenizer = load_backbone(OmegaConf.load(ROOT / "conf" / "rm" / "minilm.yaml"))
+    tokenizer.truncation_side = "left"
+    return model, tokenizer
+
+
+def encoder_flops(config: Any, lengths: Sequence[int]) -> int:
+    """Matmul FLOPs (2 per multiply-add) of a BERT-style encoder + pooler + 1-output head over
+    sequences of these (unpadded) lengths: the useful work, padding excluded."""
+    d, ff, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    total = 0
+    for n in lengths:
+        per_layer = 8 * n * d * d + 4 * n * d * ff + 4 * n * n * d  # QKV+out proj, FFN, QK^T and AV
+        total += layers * per_layer + 2 * d * d + 2 * d             # pooler (CLS) and head
+    return total
+
+
+def matmul_peak(dtype: torch.dtype, sizes: Sequence[int] = (1024, 2048), seconds: float = 1.0) -> float:
+    """Best GFLOP/s of torch.matmul on square matrices of these sizes (with this process's threads)."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        for _ in range(2):
+            a @ b
+        reps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            a @ b
+            reps += 1
+        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e9)
+    return best

@@ -1,0 +1,115 @@
+"""Self-labeling throughput: our scoring path vs the transformers text-classification pipeline.
+
+    python -m experiments.bench.score_vs_pipeline [--pairs 200] [--repeats 3] [--data hh|synthetic]
+
+Both score the same texts ("Question: {prompt}\\n\\nAnswer: {response}", both sides of each pair)
+with the same all-MiniLM-L6-v2 reward model and tokenizer (max_length 512, truncated from the
+left). The pipeline is called as the paper's scripts call it:
+`pipeline("text-classification", function_to_apply="sigmoid", batch_size=50)`. Our time includes
+tokenisation (a fresh TokenCache per run), as the pipeline's does. Also printed: the share of the
+machine's matmul peak our scoring reaches (useful FLOPs: real tokens only, padding excluded), and
+how much bf16 autocast moves the rewards and the pairwise decisions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+
+import torch
+
+from experiments.bench.common import (
+    bench_pairs,
+    encoder_flops,
+    interleaved,
+    load_minilm,
+    machine,
+    matmul_peak,
+    median_seconds,
+    print_machine,
+    save,
+)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pairs", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data", choices=("hh", "synthetic"), default="hh")
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=64, help="our batch size (the pipeline's is 50)")
+    parser.add_argument("--compile", action="store_true", help="also time score_token_ids(compile=True)")
+    parser.add_argument("--pipeline-bf16", action="store_true", help="also time the pipeline on a bf16 model copy")
+    args = parser.parse_args(argv)
+
+    from transformers import pipeline
+
+    from ser.reward.collator import DEFAULT_TEMPLATE, TokenCache, render
+    from ser.reward.scoring import score_texts
+
+    info = machine()
+    print_machine(info)
+    pairs, source = bench_pairs(args.pairs, args.data)
+    texts = [render(DEFAULT_TEMPLATE, p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)]
+    model, tokenizer = load_minilm()
+    model.eval()
+    lengths = [len(ids) for ids in TokenCache(tokenizer, args.max_length).encode(texts)]
+    print(f"data: {source}; {len(texts)} texts, {sum(lengths)} tokens after truncation "
+          f"(mean {sum(lengths) / len(lengths):.0f}, max {max(lengths)})", flush=True)
+    classify = pipeline("text-classification", model=model, tokenizer=tokenizer, function_to_apply="sigmoid",
+                        batch_size=50, device="cpu")
+    pipe_kwargs = {"truncation": True, "max_length": args.max_length}
+
+    def ours(precision: str, compile: bool = False):
+        return lambda: score_texts(model, TokenCache(tokenizer, args.max_length), texts, pooling="hf",
+                                   batch_size=args.batch_size, precision=precision, compile=compile)
+
+    runs = {"ours fp32": ours("32"), "ours bf16-autocast": ours("bf16-mixed"),
+            "pipeline fp32 (bs=50)": lambda: classify(texts, **pipe_kwargs)}
+    if args.pipeline_bf16:
+        bf16_model = copy.deepcopy(model).to(torch.bfloat16)
+        classify16 = pipeline("text-classification", model=bf16_model, tokenizer=tokenizer,
+                              function_to_apply="sigmoid", batch_size=50, device="cpu")
+        runs["pipeline bf16 model (bs=50)"] = lambda: classify16(texts, **pipe_kwargs)
+    if args.compile:
+        runs["ours bf16-autocast compiled"] = ours("bf16-mixed", compile=True)
+    peak_before = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    timings = interleaved(runs, args.repeats)
+    peak_after = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    peak = {k: max(peak_before[k], peak_after[k]) for k in peak_before}
+
+    # Same model, same texts: the pipeline's sigmoid scores must be ours through a sigmoid.
+    r32 = timings["ours fp32"][-1]["result"]
+    r16 = timings["ours bf16-autocast"][-1]["result"]
+    piped = torch.tensor([row["score"] for row in timings["pipeline fp32 (bs=50)"][-1]["result"]])
+    agree_pipe = (torch.sigmoid(r32) - piped).abs().max().item()
+    n = len(pairs)
+    flips = ((r32[0::2] > r32[1::2]) != (r16[0::2] > r16[1::2])).float().mean().item()
+    flops = encoder_flops(model.config, lengths)
+
+    print(f"\n{'':<30}{'median s':>10}{'seq/s':>10}{'x pipeline':>12}{'GFLOP/s':>10}{'% peak':>8}")
+    base = median_seconds(timings["pipeline fp32 (bs=50)"])
+    table = {}
+    for name, rows in timings.items():
+        sec = median_seconds(rows)
+        gflops = flops / sec / 1e9
+        kind = "bf16" if "bf16" in name else "fp32"
+        table[name] = {"median_s": sec, "seq_per_s": len(texts) / sec, "x_pipeline": base / sec,
+                       "gflops": gflops, "pct_peak": 100 * gflops / peak[kind], "peak_kind": kind,
+                       "loads": [r["load"] for r in rows], "seconds": [r["seconds"] for r in rows]}
+        print(f"{name:<30}{sec:>10.2f}{len(texts) / sec:>10.1f}{base / sec:>12.2f}{gflops:>10.1f}"
+              f"{table[name]['pct_peak']:>7.0f}%")
+    print(f"matmul peak (torch.matmul, best of 1024/2048, before/after): fp32 {peak['fp32']:.0f} GFLOP/s, "
+          f"bf16 {peak['bf16']:.0f} GFLOP/s")
+    print(f"max |sigmoid(ours fp32) - pipeline score| = {agree_pipe:.2e}")
+    print(f"bf16 autocast vs fp32: max |reward diff| = {(r16 - r32).abs().max().item():.4f} "
+          f"(reward std {r32.std().item():.4f}); pairwise decisions flipped: {flips:.2%} of {n} pairs")
+    payload = {"machine": info, "data": source, "texts": len(texts), "tokens": sum(lengths), "args": vars(args),
+               "matmul_peak_gflops": peak, "results": table, "pipeline_max_abs_diff": agree_pipe,
+               "bf16_max_abs_reward_diff": (r16 - r32).abs().max().item(), "bf16_decision_flips": flips}
+    save("score_vs_pipeline", payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main()

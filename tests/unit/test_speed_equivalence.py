@@ -1,0 +1,185 @@
+"""The speed-ups change no result: dedup, length-sorted batches, one-pass tokenising, length-grouped
+training batches, bf16 autocast (bounded), and the benchmarks' FLOP count (against torch's counter)."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from ser.reward.backbone import build_tiny_tokenizer, load_backbone
+from ser.reward.collator import TokenCache
+from ser.reward.module import RewardModule, compute_rewards
+from ser.reward.scoring import (
+    distinct_sequences,
+    length_sorted_batches,
+    score_texts,
+    score_token_ids,
+)
+from ser.reward.train import EpochBatches, fit_reward_model
+
+TINY_BERT = {"kind": "config", "decoder": False, "config": {"model_type": "bert", "hidden_size": 16,
+             "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}}
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "away", "and", "then", "came", "back", "home", "to", "eat", "some", "food"]
+
+
+def _model():
+    torch.manual_seed(0)
+    model, tok = load_backbone({"source": TINY_BERT}, vocab_texts=[" ".join(WORDS)])
+    return model.eval(), tok
+
+
+def _random_ids(n: int, seed: int = 0, low: int = 5, high: int = 20) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, 40, (n,), generator=g).tolist()
+    return [torch.randint(low, high, (k,), generator=g).tolist() for k in lengths]
+
+
+def _naive(model, ids, pooling="hf"):
+    """One sequence at a time, no padding, input order: the reference the fast path must match."""
+    with torch.no_grad():
+        return torch.stack([compute_rewards(model, torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long),
+                                            pooling)[0] for s in ids])
+
+
+def test_sorted_batched_scoring_matches_one_at_a_time():
+    model, tok = _model()
+    ids = _random_ids(37)
+    reference = _naive(model, ids)
+    for batch_size in (1, 4, 64):
+        fast = score_token_ids(model, ids, pad_id=tok.pad_token_id, pooling="hf", batch_size=batch_size)
+        assert fast.dtype == torch.float32 and fast.shape == (37,)
+        torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_duplicates_are_scored_once_and_get_exactly_the_same_reward():
+    model, tok = _model()
+    distinct = _random_ids(10, seed=1)
+    ids = [distinct[i] for i in (3, 0, 3, 9, 0, 3, 1, 2, 4, 5, 6, 7, 8, 9)]
+    calls = []
+    hook = model.register_forward_hook(lambda mod, args, kwargs, out: calls.append(kwargs["input_ids"].shape[0]),
+                                       with_kwargs=True)
+    rewards = score_token_ids(model, ids, pad_id=tok.pad_token_id, pooling="hf", batch_size=64)
+    hook.remove()
+    assert calls == [10]  # 14 inputs, 10 distinct rows forwarded
+    alone = score_token_ids(model, distinct, pad_id=tok.pad_token_id, pooling="hf", batch_size=64)
+    assert torch.equal(rewards, alone[torch.tensor([3, 0, 3, 9, 0, 3, 1, 2, 4, 5, 6, 7, 8, 9])])
+
+
+def test_distinct_sequences_and_length_sorted_batches():
+    distinct, where = distinct_sequences([[1, 2], [3], [1, 2], [4, 5, 6]])
+    assert distinct == [[1, 2], [3], [4, 5, 6]] and where.tolist() == [0, 1, 0, 2]
+    batches = length_sorted_batches([5, 1, 3, 2, 4], 2)
+    assert batches == [[1, 3], [2, 4], [0]]
+    with pytest.raises(ValueError, match="batch_size"):
+        length_sorted_batches([1], 0)
+    assert score_token_ids(torch.nn.Identity(), [], pad_id=0, pooling="hf").shape == (0,)
+
+
+def test_scoring_restores_training_mode_and_score_texts_agrees():
+    model, tok = _model()
+    model.train()
+    texts = ["the cat sat", "a dog ran far away", "the cat sat", "home"]
+    cache = TokenCache(tok, max_length=16)
+    rewards = score_texts(model, cache, texts, pooling="hf")
+    assert model.training  # put back as found
+    assert rewards[0] == rewards[2]
+    torch.testing.assert_close(rewards, _naive(model.eval(), cache.encode(texts)), atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_autocast_moves_rewards_little():
+    model, tok = _model()
+    ids = _random_ids(40, seed=2)
+    full = score_token_ids(model, ids, pad_id=tok.pad_token_id, pooling="hf")
+    half = score_token_ids(model, ids, pad_id=tok.pad_token_id, pooling="hf", precision="bf16-mixed")
+    assert half.dtype == torch.float32
+    assert not torch.equal(half, full)  # autocast really ran in bf16
+    assert (half - full).abs().max() < 0.05 * full.std() + 1e-2
+
+
+def test_one_pass_tokenising_equals_truncating_tokenizer():
+    tok = build_tiny_tokenizer([" ".join(WORDS)])
+    tok.truncation_side = "left"
+    texts = [" ".join(WORDS[:k]) for k in (1, 3, 6, 7, 8, 12, 20)]
+    cache = TokenCache(tok, max_length=8)
+    expected = tok(texts, truncation=True, max_length=8)["input_ids"]
+    assert cache.encode(texts) == expected
+    assert [cache.is_truncated(t) for t in texts] == [len(tok(t)["input_ids"]) > 8 for t in texts]
+    assert any(cache.is_truncated(t) for t in texts) and not all(cache.is_truncated(t) for t in texts)
+
+
+def _flat(batches: EpochBatches) -> list[list[int]]:
+    return [list(b) for b in batches]
+
+
+def test_length_grouped_batches_cover_every_pair_once_with_less_padding():
+    g = torch.Generator().manual_seed(3)
+    lengths = torch.randint(5, 500, (203,), generator=g).tolist()
+    grouped, plain = EpochBatches(203, 8, seed=1, lengths=lengths), EpochBatches(203, 8, seed=1)
+    for epoch in range(3):
+        grouped.set_epoch(epoch)
+        plain.set_epoch(epoch)
+        batches = _flat(grouped)
+        assert sorted(i for b in batches for i in b) == list(range(203))
+        assert [len(b) for b in batches] == [8] * 25 + [3]  # a short batch only at the end
+        padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+        padded_plain = sum(len(b) * max(lengths[i] for i in b) for b in _flat(plain))
+        assert padded < 0.75 * padded_plain, (padded, padded_plain)
+    # deterministic per (seed, epoch), so a resumed run draws the same batches; epochs differ
+    again = EpochBatches(203, 8, seed=1, lengths=lengths)
+    again.set_epoch(2)
+    assert _flat(again) == batches
+    again.set_epoch(1)
+    assert _flat(again) != batches
+    # the long batches do not all come first: batch order is shuffled
+    widths = [max(lengths[i] for i in b) for b in batches[:-1]]
+    assert widths != sorted(widths, reverse=True)
+    with pytest.raises(ValueError, match="lengths"):
+        EpochBatches(5, 2, seed=0, lengths=[1, 2])
+
+
+def test_length_grouped_training_is_deterministic(tmp_path):
+    tok = build_tiny_tokenizer([" ".join(WORDS)])
+    g = torch.Generator().manual_seed(4)
+    feats = []
+    for _ in range(24):
+        a, b = (torch.randint(1, 12, (1,), generator=g).item() for _ in range(2))
+        feats.append({"chosen_ids": tok(" ".join(WORDS[:a]))["input_ids"],
+                      "rejected_ids": tok(" ".join(WORDS[-b:]))["input_ids"], "weight": 1.0})
+    trainer_cfg = OmegaConf.create({"_target_": "pytorch_lightning.Trainer", "accelerator": "cpu", "devices": 1,
+                                    "enable_progress_bar": False, "enable_model_summary": False,
+                                    "default_root_dir": str(tmp_path)})
+
+    def train(group: bool) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model, _ = load_backbone({"source": TINY_BERT}, vocab_texts=[" ".join(WORDS)])
+        module = RewardModule(model, lambda params: torch.optim.AdamW(params, lr=1e-2, fused=True))
+        fit_reward_model(module, feats, [], trainer_cfg=trainer_cfg, epochs=2, batch_size=4,
+                         pad_id=tok.pad_token_id, seed=7, group_by_length=group)
+        return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    first, second, plain = train(True), train(True), train(False)
+    assert all(torch.equal(first[n], second[n]) for n in first)
+    assert any(not torch.equal(first[n], plain[n]) for n in first)  # grouping really changed the batches
+
+
+def test_benchmark_flop_count_matches_torch_flop_counter():
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from experiments.bench.common import encoder_flops
+
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        vocab_size=50, num_labels=1, attn_implementation="eager")
+    model = BertForSequenceClassification(config).eval()
+    for n in (3, 17):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(input_ids=torch.randint(0, 50, (1, n)))
+        assert encoder_flops(config, [n]) == counter.get_total_flops()
+
+
+@pytest.mark.slow
+def test_compiled_scoring_matches_eager():
+    model, tok = _model()
+    ids = _random_ids(30, seed=5)
+    eager = score_token_ids(model, ids, pad_id=tok.pad_token_id, pooling="hf", batch_size=8)
+    compiled = score_token_ids(model, ids, pad_id=tok.pad_token_id, pooling="hf", batch_size=8, compile=True)
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
