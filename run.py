@@ -13,7 +13,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ser.config import ConfigError, validate_config  # also registers the config resolvers
+from ser.config import ConfigError, apply_thread_limit, check_launch, validate_config  # also registers resolvers
 
 log = logging.getLogger("ser")
 
@@ -29,9 +29,11 @@ def _close_wandb() -> None:
 def main(cfg: DictConfig) -> float:
     try:
         validate_config(cfg)  # before any data or model loads
+        check_launch(cfg)  # e.g. trainer=ddp inside a multirun: refused before anything runs
     except ConfigError as err:
         log.error("%s", err)
         raise
+    apply_thread_limit()
     from ser.pipeline import run_experiment  # heavy imports only after the config is known good
 
     try:

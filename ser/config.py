@@ -22,6 +22,8 @@ from ser.evolve.confidence import CONFIDENCES, PROBABILITY_CONFIDENCES
 from ser.evolve.status import RULES
 
 SCHEDULES = ("seed_only", "ser", "full_data")
+# Policy schedules: an RM schedule above, then the policy stage on its final RM (ser/policy/stage.py).
+POLICY_SCHEDULES = {"ser_ppo": "ser", "seed_ppo": "seed_only", "full_ppo": "full_data", "ser_dpo": "ser"}
 TARGET_ALLOWLIST = ("ser.", "torch.", "pytorch_lightning.", "transformers.", "peft.", "torchmetrics.")
 
 
@@ -74,6 +76,9 @@ class SplitsSchema:
 @dataclass
 class ScheduleSchema:
     name: str = "ser"
+    rm_schedule: Optional[str] = None  # policy schedules: the RM schedule they train against
+    sft: bool = False
+    rm_dir: Optional[str] = None
 
 
 def _typed(node: DictConfig, schema: type, key: str) -> Any:
@@ -120,7 +125,11 @@ def validate_config(cfg: DictConfig) -> None:
     splits = _typed(cfg.splits, SplitsSchema, "splits")
     schedule = _typed(cfg.schedule, ScheduleSchema, "schedule")
     t = ser.thresholds
-    _check(schedule.name in SCHEDULES, "schedule.name", f"must be one of {SCHEDULES}, got {schedule.name!r}")
+    _check(schedule.name in SCHEDULES + tuple(POLICY_SCHEDULES), "schedule.name",
+           f"must be one of {SCHEDULES + tuple(POLICY_SCHEDULES)}, got {schedule.name!r}")
+    if schedule.name in POLICY_SCHEDULES:
+        from ser.policy.config import validate_policy_config
+        validate_policy_config(cfg)
     _check(ser.rule in RULES, "ser.rule", f"must be one of {RULES}, got {ser.rule!r}")
     _check(ser.confidence in CONFIDENCES, "ser.confidence", f"must be one of {CONFIDENCES}, got {ser.confidence!r}")
     if ser.confidence in PROBABILITY_CONFIDENCES:
@@ -166,7 +175,63 @@ def validate_config(cfg: DictConfig) -> None:
         _check_source_path(data.source, "data.source")
         _check_source_path(data.get("test_source"), "data.test_source")
     _check(cfg.rm.get("trust_remote_code", False) in (False, True), "rm.trust_remote_code", "must be a boolean")
+    devices = cfg.trainer.get("devices", 1)
+    _check(not (cfg.rm.get("freeze_layers") and isinstance(devices, int) and devices > 1), "rm.freeze_layers",
+           "replays per-process cached states, which spawned ranks cannot share: use it with one device")
     _check_targets(OmegaConf.to_container(cfg, resolve=False))
+
+
+def _relaunches_command(strategy: Any) -> bool:
+    """Lightning strategies whose extra ranks re-run the command line (its subprocess launcher)."""
+    if strategy is None:
+        return False
+    if isinstance(strategy, str):
+        return strategy.startswith(("ddp", "fsdp", "deepspeed")) and not any(k in strategy for k in ("spawn", "fork", "notebook"))
+    target = str(strategy.get("_target_", ""))
+    distributed = target.rsplit(".", 1)[-1] in ("DDPStrategy", "FSDPStrategy", "DeepSpeedStrategy", "fsdp_strategy")
+    return distributed and strategy.get("start_method", "popen") == "popen"
+
+
+def check_launch(cfg: DictConfig) -> None:
+    """Refuse a multi-process trainer the pipeline cannot host, before anything runs.
+
+    Lightning starts ranks 1..N-1 of `strategy=ddp` (and fsdp, deepspeed) by re-running the command
+    line, or expects torchrun/SLURM to have started them; every rank would then run the whole
+    pipeline. Inside `python run.py -m ...` each rank would even re-run the sweep (a known Lightning +
+    Hydra fault). The pipeline writes its run dir and takes its self-labeling decisions in one
+    process, so multi-device training runs with trainer=ddp_spawn: Lightning spawns the ranks for each
+    fit, and the driver keeps everything else.
+    """
+    trainer = cfg.get("trainer") or {}
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+    several = not (isinstance(devices, int) and devices in (0, 1)) or (isinstance(nodes, int) and nodes > 1)
+    if not (several and _relaunches_command(trainer.get("strategy"))):
+        return
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        launcher = str(HydraConfig.get().launcher.get("_target_", "")).rsplit(".", 1)[-1]
+        raise ConfigError(
+            f"config 'trainer.strategy': a multi-process trainer that re-runs the command for each rank "
+            f"(trainer=ddp/fsdp/deepspeed, devices={devices}) is refused under a Hydra multirun (-m) with "
+            f"{launcher}: Lightning would re-run the whole sweep in every rank (a known Lightning + Hydra "
+            "fault). Use trainer=ddp_spawn (any launcher, submitit_slurm included) (docs/cluster.md)")
+    raise ConfigError(
+        f"config 'trainer.strategy': trainer=ddp/fsdp/deepspeed with devices={devices} would run the whole SER "
+        "pipeline once per rank; the pipeline trains across devices with trainer=ddp_spawn (Lightning spawns "
+        "the ranks for each fit). trainer=ddp is for `torchrun -m ser.reward.distributed` (docs/cluster.md)")
+
+
+def apply_thread_limit() -> None:
+    """Honour OMP_NUM_THREADS even when torch was imported before it was set (a joblib worker is
+    reused across jobs; Hydra sets the variable per job with hydra.job.env_set)."""
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        import torch
+
+        if torch.get_num_threads() != int(threads):
+            torch.set_num_threads(int(threads))
 
 
 def run_id(override_dirname: str) -> str:

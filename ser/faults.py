@@ -4,8 +4,9 @@ The robustness tests (tests/robustness/test_faults.py) run `python run.py ...` a
 and need it to die at an exact point, not after a guessed wall time. The pipeline calls
 `maybe_die(phase, loop)` at a few named points; unless the variable is set, that is a no-op.
 
-Phases: `train` (start of training a loop), `score` (after scoring the pool), `record` (right
-before the loop state is saved), `finish` (while writing the final outputs). Without `:<loop>`
+Phases: `train` (start of training a loop), `midloop` (inside a loop's training, at the first step
+after its first mid-loop checkpoint), `score` (after scoring the pool), `record` (right before the
+loop state is saved), `finish` (while writing the final outputs). Without `:<loop>`
 the phase matches any loop.
 """
 
@@ -15,7 +16,7 @@ import os
 import signal
 
 ENV_VAR = "SER_FAULT_AT"
-PHASES = ("train", "score", "record", "finish")
+PHASES = ("train", "midloop", "score", "record", "finish")
 
 
 def maybe_die(phase: str, loop: int) -> None:

@@ -37,7 +37,8 @@ from ser.reward.collator import TokenCache, render
 from ser.reward.export import export_reward_model
 from ser.reward.frozen import FrozenPrefix
 from ser.reward.module import RewardModule
-from ser.reward.train import evaluate_pairs, fit_reward_model, pair_features, pair_rewards
+from ser.reward.train import (DieAfterCheckpoint, evaluate_pairs, fit_reward_model, pair_features, pair_rewards,
+                              remove_checkpoint_dir)
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,10 @@ class Experiment:
         self.tokenizer.truncation_side = cfg.data.truncation_side
         if cfg.rm.lora:
             self.model = apply_lora(self.model, cfg.rm.lora)
-        # Only trainable tensors can drift from the base (with LoRA: adapters + head, a few MB), so only
         # rm.freeze_layers: the embeddings and the bottom blocks stop training; their output is cached below
         self.prefix = (FrozenPrefix(self.model, int(cfg.rm.freeze_layers), self.tokenizer.pad_token_id).attach()
                        if cfg.rm.get("freeze_layers") else None)
+        # Only trainable tensors can drift from the base (with LoRA: adapters + head, a few MB), so only
         # they are kept for ser.retrain_from=base.
         self.base_state = {name: p.detach().cpu().clone() for name, p in self.model.named_parameters()
                            if p.requires_grad}
@@ -114,11 +115,10 @@ class Experiment:
         self.features = {name: pair_features(getattr(self.splits, name), self.cache, self.template)
                          for name in ("seed", "val", "test")}
         self.pool_features = pair_features(self.splits.pool, self.cache, self.template)
-        self.loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
         if self.prefix is not None:
             self._cache_frozen_prefix()
+        self.loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
 
-    # ---- pieces of a loop ---------------------------------------------------------------------
     def _cache_frozen_prefix(self) -> None:
         """rm.freeze_layers: the frozen blocks' output for every text of the run, once, in a fixed order."""
         started, prefix = time.time(), self.prefix
@@ -129,9 +129,11 @@ class Experiment:
                  len(prefix.cache), sum(t.numel() * t.element_size() for t in prefix.cache.values()) / 2**20, how,
                  time.time() - started)
 
+    # ---- pieces of a loop ---------------------------------------------------------------------
     def _eval_kwargs(self, desc: str) -> dict[str, Any]:
         return {"pad_id": self.tokenizer.pad_token_id, "batch_size": self.cfg.rm.eval_batch_size,
-                "precision": str(self.cfg.trainer.precision), "progress": True, "desc": desc}
+                "precision": str(self.cfg.rm.get("score_precision") or self.cfg.trainer.precision),
+                "progress": True, "desc": desc}
 
     def train(self, train_pairs: list[PreferencePair], loop: int, weights: list[float] | None = None) -> None:
         maybe_die("train", loop)
@@ -147,7 +149,18 @@ class Experiment:
         log.info("loop %d: training the RM on %d pairs for %d epochs", loop, len(features), cfg.rm.epochs)
         fit_reward_model(self.module, features, self.features["val"], trainer_cfg=cfg.trainer,
                          epochs=cfg.rm.epochs, batch_size=cfg.rm.batch_size, pad_id=self.tokenizer.pad_token_id,
-                         seed=cfg.seed + loop, loggers=self.loggers)
+                         seed=cfg.seed + loop, loggers=self.loggers, callbacks=[DieAfterCheckpoint(loop)],
+                         checkpoint_dir=self._midloop_dir(loop), checkpoint_every_n_steps=cfg.get("ckpt_every_n_steps", 0),
+                         checkpoint_tag=config_hash(self.resolved), group_by_length=bool(cfg.rm.get("group_by_length", False)))
+
+    def _midloop_dir(self, loop: int) -> Path:
+        """`last.ckpt` of the loop in training: a killed job resumes from it; dropped once the loop is recorded.
+        Kept only for this config (and only with resume=true): anything else there is stale and removed."""
+        path, digest = self.out / "checkpoints" / f"loop_{loop}", config_hash(self.resolved)
+        marker = path / "config_hash"  # written beside the first checkpoint (CheckpointTag)
+        if path.exists() and (not self.cfg.resume or not marker.exists() or marker.read_text().strip() != digest):
+            remove_checkpoint_dir(path)
+        return path
 
     def train_on(self, state: LoopState, loop: int) -> None:
         pairs, weights = self.training_pairs(state)
@@ -196,6 +209,7 @@ class Experiment:
         state.status = status or state.status
         maybe_die("record", loop)
         state.save(self.out)
+        remove_checkpoint_dir(self.out / "checkpoints" / f"loop_{loop}")  # the loop is recorded: its mid-loop state is done
         for lg in self.loggers:
             lg.log_metrics({f"loop/{k}": v for k, v in entry.items() if isinstance(v, (int, float)) and v is not None},
                            step=loop)
@@ -251,7 +265,7 @@ class Experiment:
         pool_index = [i for i, p in enumerate(self.splits.pool) if p.id not in removed]
         pool = [self.splits.pool[i] for i in pool_index]
         pool_features = [self.pool_features[i] for i in pool_index]
-        reward_a, reward_b = pair_rewards(self.module, pool_features, **self._eval_kwargs(f"loop {loop}: scoring pool"))
+        reward_a, reward_b = self.score_pool(pool_features, loop)
         maybe_die("score", loop)
         val_c, val_r = pair_rewards(self.module, self.features["val"], **self._eval_kwargs("calibrating"))
         confidence = Confidence.fit(cfg.ser.confidence, val_c, val_r, torch.cat([reward_a, reward_b]))
@@ -283,6 +297,19 @@ class Experiment:
         entry = self.record(state, loop, decision.status, rows, started, candidates, decision.reason,
                             shortfall=decision.shortfall)
         self.check_patience(state, entry)
+
+    def score_pool(self, features: list[dict], loop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pool's rewards; with several devices each pair is scored once on one rank, gathered by index."""
+        devices = self.cfg.trainer.get("devices", 1)
+        if isinstance(devices, int) and devices > 1:
+            from ser.reward.distributed import distributed_pair_rewards
+
+            log.info("loop %d: scoring the pool across %d ranks", loop, devices)
+            return distributed_pair_rewards(self.module, features, pad_id=self.tokenizer.pad_token_id,
+                                            pooling=self.module.pooling, trainer_cfg=self.cfg.trainer,
+                                            work_dir=self.out / "scores" / f"loop_{loop}",
+                                            batch_size=self.cfg.rm.eval_batch_size)
+        return pair_rewards(self.module, features, **self._eval_kwargs(f"loop {loop}: scoring pool"))
 
     def selection_cap(self, pool_size: int) -> int | None:
         """ser.top_k, or ser.top_fraction of the remaining pool (the smaller when both are set)."""
@@ -391,22 +418,6 @@ class Experiment:
                 path.unlink()
 
 
-def _flat(entry: dict[str, Any]) -> dict[str, Any]:
-    """One CSV row: nested dicts become prefixed columns (candidates.status1, test_accuracy_by_group.stark)."""
-    row: dict[str, Any] = {}
-    for key, value in entry.items():
-        if isinstance(value, dict):
-            row.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            row[key] = value
-    return row
-
-
-def run_experiment(cfg: DictConfig) -> dict[str, Any]:
-    from ser.config import validate_config
-
-    validate_config(cfg)  # library callers get the same checks as run.py, before anything loads
-    out = Path(cfg.paths.output_dir)
 NO_VARIANT = "-"  # seed_only and full_data select nothing
 
 
@@ -429,5 +440,25 @@ def selection_variant(ser: DictConfig) -> str:
     return " ".join(parts)
 
 
+def _flat(entry: dict[str, Any]) -> dict[str, Any]:
+    """One CSV row: nested dicts become prefixed columns (candidates.status1, test_accuracy_by_group.stark)."""
+    row: dict[str, Any] = {}
+    for key, value in entry.items():
+        if isinstance(value, dict):
+            row.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            row[key] = value
+    return row
+
+
+def run_experiment(cfg: DictConfig) -> dict[str, Any]:
+    from ser.config import POLICY_SCHEDULES, validate_config
+
+    validate_config(cfg)  # library callers get the same checks as run.py, before anything loads
+    out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.schedule.name in POLICY_SCHEDULES:  # an RM schedule, then the policy stage on its RM
+        from ser.policy.stage import run_policy_schedule
+
+        return run_policy_schedule(cfg, out)
     return Experiment(cfg, out).run()

@@ -43,7 +43,7 @@ class LoopState:
 
 
 # Settings that cannot change results: a resumed run may differ in these, and in nothing else.
-PRESENTATION_KEYS = ("resume", "paths", "logger")
+PRESENTATION_KEYS = ("resume", "paths", "logger", "ckpt_every_n_steps")
 TRAINER_PRESENTATION_KEYS = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps", "default_root_dir")
 
 

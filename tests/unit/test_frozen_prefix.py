@@ -85,3 +85,12 @@ def test_the_disk_cache_is_shared_and_keyed_by_weights_and_texts(tmp_path):
     assert FrozenPrefix(other, 2, pad_id=0).build_with_disk_cache(SEQS, tmp_path).startswith("computed")
     assert FrozenPrefix(_tiny_bert(), 2, pad_id=0).build_with_disk_cache(SEQS[:2], tmp_path).startswith("computed")
     assert len(list(tmp_path.glob("frozen-*.safetensors"))) == 3
+
+
+def test_freeze_layers_with_several_devices_is_refused_before_anything_runs(tmp_path):
+    from ser.config import ConfigError, validate_config
+    from tests.conftest import compose
+
+    cfg = compose(["experiment=smoke", "rm.freeze_layers=1", "trainer=ddp_spawn", "trainer.devices=2"], tmp_path)
+    with pytest.raises(ConfigError, match=r"rm\.freeze_layers.*one device"):
+        validate_config(cfg)

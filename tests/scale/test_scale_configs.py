@@ -1,0 +1,135 @@
+"""Cluster configs compose (launchers, trainers, the optuna sweep), and bad launches are refused early."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+import ser.config  # noqa: F401  (resolvers)
+from ser.config import ConfigError, check_launch, validate_config
+from tests.conftest import ROOT, compose
+
+
+def _with_hydra(overrides: list[str]):
+    """The composed config with its hydra node, as a job sees it (HydraConfig set)."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.mark.parametrize("launcher,target", [
+    ("local", "BasicLauncher"), ("joblib", "JoblibLauncher"), ("submitit_local", "LocalLauncher"),
+    ("submitit_slurm", "SlurmLauncher")])
+def test_every_launcher_composes_to_its_hydra_plugin(launcher, target):
+    cfg = _with_hydra([f"launcher={launcher}"])
+    node = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert node["_target_"].endswith(target)
+    module, cls = node["_target_"].rsplit(".", 1)
+    assert hasattr(importlib.import_module(module), cls), f"{node['_target_']} is not installed"
+    assert "launcher" not in cfg.hydra.job.override_dirname  # the run dir does not depend on where it ran
+
+
+def test_joblib_jobs_get_one_torch_thread_each():
+    cfg = _with_hydra(["launcher=joblib"])
+    assert cfg.hydra.launcher.n_jobs == 2 and cfg.hydra.job.env_set.OMP_NUM_THREADS == "1"
+
+
+def test_slurm_launcher_composes_with_the_cookbook_overrides(tmp_path):
+    cfg = _with_hydra(["launcher=submitit_slurm", "hydra.launcher.partition=gpu", "hydra.launcher.account=proj",
+                       "trainer=ddp_spawn", "trainer.accelerator=gpu", "trainer.devices=4", "seed=0"])
+    slurm = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert slurm["partition"] == "gpu" and slurm["account"] == "proj"
+    assert slurm["gpus_per_node"] == 4 and slurm["tasks_per_node"] == 1 and slurm["nodes"] == 1
+    assert slurm["max_num_timeout"] > 0 and slurm["array_parallelism"] > 0 and slurm["setup"]
+    assert slurm["submitit_folder"].endswith(".submitit/%j")
+    # Lightning takes its ranks from ddp_spawn, not from SLURM: no SLURMEnvironment, so no SIGUSR1 requeue.
+    from pytorch_lightning.plugins.environments import LightningEnvironment
+    plugins = [instantiate(p) for p in cfg.trainer.plugins]
+    assert [type(p) for p in plugins] == [LightningEnvironment]
+    validate_config(compose(["launcher=submitit_slurm", "trainer=ddp_spawn"], tmp_path))
+
+
+def test_slurm_environment_can_be_built_with_requeue_off():
+    """The SLURM-started-ranks variant of the cookbook: Lightning's own requeue off, submitit's on."""
+    from pytorch_lightning.plugins.environments import SLURMEnvironment
+    env = instantiate({"_target_": "pytorch_lightning.plugins.environments.SLURMEnvironment", "auto_requeue": False})
+    assert isinstance(env, SLURMEnvironment) and env.auto_requeue is False
+
+
+@pytest.mark.parametrize("trainer", ["ddp", "ddp_spawn", "fsdp", "deepspeed"])
+def test_distributed_trainers_compose_and_build_their_strategy(trainer, tmp_path):
+    cfg = compose([f"trainer={trainer}"], tmp_path)
+    validate_config(cfg)
+    if trainer == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("deepspeed is not installed: the config composes, the strategy cannot be built")
+    strategy = instantiate(cfg.trainer.strategy)
+    expected = {"ddp": "DDPStrategy", "ddp_spawn": "DDPStrategy", "fsdp": "FSDPStrategy", "deepspeed": "DeepSpeedStrategy"}
+    assert type(strategy).__name__ == expected[trainer]
+    if trainer == "ddp_spawn":
+        assert strategy._start_method == "spawn"
+
+
+def test_ddp_spawn_trainer_instantiates_on_cpu(tmp_path):
+    cfg = compose(["trainer=ddp_spawn", "trainer.devices=2"], tmp_path)
+    trainer = instantiate(cfg.trainer, logger=False)
+    assert trainer.world_size == 2 and type(trainer.strategy).__name__ == "DDPStrategy"
+
+
+def test_optuna_sweep_composes_with_storage_under_the_sweep_dir():
+    cfg = _with_hydra(["hparams_search=optuna", "experiment=smoke"])
+    sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    assert sweeper["_target_"].endswith("OptunaSweeper") and sweeper["direction"] == "maximize"
+    assert sweeper["storage"] == f"sqlite:///{cfg.hydra.sweep.dir}/optuna.db"
+    assert sweeper["max_failure_rate"] == 1.0  # a failed trial is recorded, not fatal
+    assert set(sweeper["params"]) >= {"ser.thresholds.tau_high", "ser.thresholds.tau_low", "ser.thresholds.delta",
+                                      "ser.min_pairs", "rm.optimizer.lr"}
+
+
+def test_wandb_resumes_the_same_run_id(tmp_path):
+    """WandbLogger passes resume='allow'; the id derives from the run dir, so a relaunch logs to the same run."""
+    from ser.config import wandb_id
+    assert wandb_id(str(tmp_path / "a")) == wandb_id(str(tmp_path / "a")) != wandb_id(str(tmp_path / "b"))
+    raw = OmegaConf.load(ROOT / "conf" / "logger" / "wandb.yaml")
+    node = OmegaConf.to_container(raw, resolve=False)["wandb"]
+    assert node["id"] == "${wandb_id:${paths.output_dir}}"
+    node = {**node, "id": wandb_id(str(tmp_path)), "name": "t",
+            "save_dir": str(tmp_path)}
+    logger = instantiate(node)
+    assert logger._wandb_init["resume"] == "allow" and logger._wandb_init["id"] == wandb_id(str(tmp_path))
+
+
+@pytest.mark.parametrize("multirun", [True, False])
+def test_relaunching_trainer_is_refused_naming_the_fix(multirun):
+    cfg = _with_hydra(["trainer=ddp", "trainer.devices=2"])
+    from hydra.types import RunMode
+    OmegaConf.set_readonly(cfg.hydra, False)
+    cfg.hydra.mode = RunMode.MULTIRUN if multirun else RunMode.RUN
+    HydraConfig.instance().set_config(cfg)
+    with pytest.raises(ConfigError, match="ddp_spawn") as err:
+        check_launch(cfg)
+    assert ("multirun" in str(err.value)) == multirun
+    for ok in (["trainer=ddp_spawn", "trainer.devices=2"], ["trainer=ddp", "trainer.devices=1"], ["trainer=cpu"]):
+        check_launch(_with_hydra(ok))
+
+
+def test_cli_multirun_with_ddp_is_refused_before_anything_runs(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT),
+           "PROJECT_ROOT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", "experiment=smoke", "trainer=ddp",
+                             "seed=0,1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "multirun" in result.stderr and "trainer=ddp_spawn" in result.stderr
+    written = [p for p in Path(tmp_path).rglob("*") if p.is_file() and ".hydra" not in p.parts
+               and p.suffix != ".log" and p.name != "multirun.yaml"]
+    assert written == [], written
