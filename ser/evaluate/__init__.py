@@ -1,0 +1,1 @@
+"""Evaluate policies on held-out prompts with a gold judge (an RM no policy trained against)."""
