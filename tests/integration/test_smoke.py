@@ -147,3 +147,18 @@ def test_each_loop_starts_from_the_configured_weights(tmp_path, monkeypatch, ret
     expected = base_before_loop0 if retrain_from == "base" else after_loop0
     assert all(torch.equal(before_loop1[n], expected[n]) for n in expected)
     assert not all(torch.equal(after_loop0[n], base_before_loop0[n]) for n in expected)
+
+
+def test_reference_runs_hash_without_the_ser_group(tmp_path):
+    """Retuning SER must not orphan finished seed-only / full-data run dirs, but must orphan SER ones."""
+    from omegaconf import OmegaConf
+
+    from ser.evolve.state import config_hash
+
+    def digest(overrides):
+        return config_hash(OmegaConf.to_container(compose(SMOKE + overrides, tmp_path / "h"), resolve=True))
+
+    for reference in ("seed_only", "full_data"):
+        assert digest([f"schedule={reference}"]) == digest([f"schedule={reference}", "ser.min_pairs=7", "ser=top_gap"])
+        assert digest([f"schedule={reference}"]) != digest([f"schedule={reference}", "rm.epochs=7"])
+    assert digest(["schedule=ser"]) != digest(["schedule=ser", "ser.min_pairs=7"])
