@@ -3,6 +3,7 @@
     python run.py                                    # SER on the embedded offline data, MiniLM RM
     python run.py experiment=smoke                   # tiny end-to-end run, < 1 minute
     python run.py -m schedule=seed_only,ser,full_data seed=0,1,2
+    torchrun --nproc_per_node=2 run.py experiment=smoke trainer=ddp   # every rank runs the loop, rank 0 writes
 """
 
 from __future__ import annotations
@@ -25,8 +26,22 @@ def _close_wandb() -> None:
         wandb.finish()
 
 
+def _keep_log_file_to_rank_zero() -> None:
+    """Ranks started by torchrun or SLURM share the run dir: only rank 0 keeps Hydra's log file (the
+    others log to the console, which torchrun/SLURM collect)."""
+    from ser.ranks import launched_rank
+
+    if launched_rank() == 0:
+        return
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        root.removeHandler(handler)
+        handler.close()
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
+    _keep_log_file_to_rank_zero()
     try:
         validate_config(cfg)  # before any data or model loads
         check_launch(cfg)  # e.g. trainer=ddp inside a multirun: refused before anything runs

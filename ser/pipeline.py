@@ -4,12 +4,16 @@ Schedules (the three columns of the paper's table, on identical splits for a giv
 - seed_only: train on the labeled seed; no loops.
 - ser: seed RM, then self-labeling loops until the status rule or validation accuracy stops them.
 - full_data: all pool labels revealed; the upper bound.
+
+When torchrun or SLURM started several ranks (trainer=ddp, ser/ranks.py), every rank runs this same
+loop; only rank 0 writes the run dir, and the others wait at a barrier wherever they read it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -31,13 +35,14 @@ from ser.evolve.state import LoopState, config_hash
 from ser.evolve.status import Thresholds
 from ser.faults import maybe_die
 from ser.io import atomic_write_csv, atomic_write_json, atomic_write_jsonl
+from ser.ranks import barrier, check_same_on_every_rank, rank_and_world, rank_zero_first
 from ser.report import plot_loops, print_loop_table
 from ser.reward.backbone import apply_lora, load_backbone
 from ser.reward.collator import TokenCache, render
 from ser.reward.export import export_reward_model
 from ser.reward.frozen import FrozenPrefix
 from ser.reward.module import RewardModule
-from ser.reward.train import (DieAfterCheckpoint, evaluate_pairs, fit_reward_model, pair_features, pair_rewards,
+from ser.reward.train import (DieAfterCheckpoint, fit_reward_model, pair_features, pair_metrics, pair_rewards,
                               remove_checkpoint_dir)
 
 log = logging.getLogger(__name__)
@@ -61,7 +66,7 @@ def drop_or_count_overlong(pairs: list[PreferencePair], cache: TokenCache, templ
 
 
 class Experiment:
-    """One run of one schedule; every file it writes lives under `out_dir`."""
+    """One run of one schedule; every file it writes lives under `out_dir` (written by rank 0 only)."""
 
     def __init__(self, cfg: DictConfig, out_dir: Path) -> None:
         self.cfg = cfg
@@ -69,14 +74,18 @@ class Experiment:
         self.resolved = OmegaConf.to_container(cfg, resolve=True)
         self.schedule = cfg.schedule.name
         self.loggers: list = []
+        # Ranks started by torchrun/SLURM (the process group is up): all run this loop, rank 0 writes.
+        self.rank, self.world = rank_and_world()
+        self.writer = self.rank == 0
 
     # ---- set-up -------------------------------------------------------------------------------
     def prepare(self) -> None:
         cfg = self.cfg
-        pairs, own_test, reports = build_pairs(cfg.data)
-        pl.seed_everything(cfg.seed, workers=True)  # before the score head is created: reproducible head
-        vocab = [t for p in pairs[:5000] for t in (p.prompt, p.chosen, p.rejected)]
-        self.model, self.tokenizer = load_backbone(cfg.rm, vocab_texts=vocab)
+        with rank_zero_first():  # dataset downloads and the backbone's conversion cache: filled by rank 0 alone
+            pairs, own_test, reports = build_pairs(cfg.data)
+            pl.seed_everything(cfg.seed, workers=True)  # before the score head is created: reproducible head
+            vocab = [t for p in pairs[:5000] for t in (p.prompt, p.chosen, p.rejected)]
+            self.model, self.tokenizer = load_backbone(cfg.rm, vocab_texts=vocab)
         self.tokenizer.truncation_side = cfg.data.truncation_side
         if cfg.rm.lora:
             self.model = apply_lora(self.model, cfg.rm.lora)
@@ -104,8 +113,9 @@ class Experiment:
         if not self.splits.seed:
             raise ValueError(f"splits.seed_fraction={sp.seed_fraction} leaves no labeled training pairs "
                              f"({len(pairs)} pairs in all): raise it or use more data")
-        atomic_write_json(self.out / "data_report.json", {
-            "sources": [r.to_dict() for r in reports], "overlong": overlong, "splits": self.splits.sizes()})
+        if self.writer:
+            atomic_write_json(self.out / "data_report.json", {
+                "sources": [r.to_dict() for r in reports], "overlong": overlong, "splits": self.splits.sizes()})
         for r in reports:
             if r.issues:
                 log.warning("%s: skipped %d of %d rows: %s (see data_report.json)", r.source, len(r.issues),
@@ -158,8 +168,10 @@ class Experiment:
         Kept only for this config (and only with resume=true): anything else there is stale and removed."""
         path, digest = self.out / "checkpoints" / f"loop_{loop}", config_hash(self.resolved)
         marker = path / "config_hash"  # written beside the first checkpoint (CheckpointTag)
-        if path.exists() and (not self.cfg.resume or not marker.exists() or marker.read_text().strip() != digest):
+        if self.writer and path.exists() and (not self.cfg.resume or not marker.exists()
+                                              or marker.read_text().strip() != digest):
             remove_checkpoint_dir(path)
+        barrier()  # every rank then sees the same last.ckpt (or none) and resumes (or not) alike
         return path
 
     def train_on(self, state: LoopState, loop: int) -> None:
@@ -167,9 +179,24 @@ class Experiment:
         self.train(pairs, loop, weights)
 
     def evaluate(self) -> dict[str, dict[str, float]]:
-        return {name: evaluate_pairs(self.module, self.features[name], groups=self._groups(name),
-                                     **self._eval_kwargs(f"eval {name}"))
-                for name in ("val", "test")}
+        metrics = {}
+        for name in ("val", "test"):
+            chosen, rejected = self._pair_rewards(self.features[name], f"eval {name}", name)
+            metrics[name] = pair_metrics(chosen, rejected, self._groups(name)) if self.features[name] else {}
+        return metrics
+
+    def _pair_rewards(self, features: list[dict], desc: str, work: str, spread: bool | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(chosen, rejected) rewards. Spread: each pair scored once on one rank and gathered back by index,
+        so every rank (or the ddp_spawn driver) holds all of them; by default when several ranks run."""
+        spread = self.world > 1 if spread is None else spread
+        if not spread or not features:
+            return pair_rewards(self.module, features, **self._eval_kwargs(desc))
+        from ser.reward.distributed import distributed_pair_rewards
+
+        return distributed_pair_rewards(self.module, features, pad_id=self.tokenizer.pad_token_id,
+                                        pooling=self.module.pooling, trainer_cfg=self.cfg.trainer,
+                                        work_dir=self.out / "scores" / work, batch_size=self.cfg.rm.eval_batch_size)
 
     def _groups(self, split: str) -> list[str] | None:
         """Synthetic pairs carry their fault kind: report accuracy on stark and subtle pairs apart."""
@@ -182,11 +209,17 @@ class Experiment:
 
     def checkpoint(self, loop: int) -> str:
         path = self._checkpoint_path(loop)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_model(self.model, str(tmp))
-        tmp.replace(path)
+        if self.writer:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            save_model(self.model, str(tmp))
+            tmp.replace(path)
+        barrier()  # other ranks may load it (best loop, agreement with earlier RMs)
         return str(path.relative_to(self.out))
+
+    def save_state(self, state: LoopState) -> None:
+        if self.writer:
+            state.save(self.out)
 
     def record(self, state: LoopState, loop: int, status: str | None, new_rows: list[dict], started: float,
                candidates: dict[str, int] | None = None, note: str = "", shortfall: str = "") -> dict[str, Any]:
@@ -208,7 +241,9 @@ class Experiment:
         state.checkpoint = self.checkpoint(loop)
         state.status = status or state.status
         maybe_die("record", loop)
-        state.save(self.out)
+        self.save_state(state)
+        if not self.writer:
+            return entry
         remove_checkpoint_dir(self.out / "checkpoints" / f"loop_{loop}")  # the loop is recorded: its mid-loop state is done
         for lg in self.loggers:
             lg.log_metrics({f"loop/{k}": v for k, v in entry.items() if isinstance(v, (int, float)) and v is not None},
@@ -238,6 +273,7 @@ class Experiment:
         self.prepare()
         digest = config_hash(self.resolved)
         state = LoopState.load(self.out) if cfg.resume else None
+        barrier()  # every rank has read state.json before rank 0 may rewrite it
         if state is not None and state.config_hash != digest:
             raise RuntimeError(f"{self.out}: holds a run with another config (hash {state.config_hash} != {digest}); "
                                "use another run dir, or resume=false to start over")
@@ -255,7 +291,7 @@ class Experiment:
             self.evolve_once(state)
         if not state.stopped:
             state.stopped, state.stop_reason = True, state.stop_reason or f"reached max_loops={max_loops}"
-            state.save(self.out)
+            self.save_state(state)
         return self.finish(state)
 
     def evolve_once(self, state: LoopState) -> None:
@@ -267,7 +303,7 @@ class Experiment:
         pool_features = [self.pool_features[i] for i in pool_index]
         reward_a, reward_b = self.score_pool(pool_features, loop)
         maybe_die("score", loop)
-        val_c, val_r = pair_rewards(self.module, self.features["val"], **self._eval_kwargs("calibrating"))
+        val_c, val_r = self._pair_rewards(self.features["val"], "calibrating", "calibrating")
         confidence = Confidence.fit(cfg.ser.confidence, val_c, val_r, torch.cat([reward_a, reward_b]))
         weight_t = fit_temperature(val_c - val_r) if cfg.ser.weighting == "confidence" else None
         keep = self.agreement(state, loop, pool_features, reward_a, reward_b)
@@ -276,6 +312,10 @@ class Experiment:
                                     thresholds=Thresholds(th.tau_high, th.tau_low, th.delta),
                                     min_pairs=cfg.ser.min_pairs, previous_status=state.status, loop=loop,
                                     cap=self.selection_cap(len(pool)), keep=keep, weight_temperature=weight_t)
+        if self.world > 1:  # same scores, so same decisions; checked, as diverging ranks would train apart
+            check_same_on_every_rank([decision.stop, decision.status, [(r["id"], r["chosen"]) for r in rows],
+                                      sorted((k, r["chosen"]) for k, r in state.selected.items())],
+                                     f"loop {loop}'s self-labels")
         candidates = {**decision.candidates, **relabeled}
         if keep is not None:
             candidates["agreeing"] = int(keep.sum())
@@ -286,9 +326,10 @@ class Experiment:
         if decision.stop:
             log.warning("loop %d: stopping: %s", loop, decision.reason)
             state.stopped, state.stop_reason = True, decision.reason
-            state.save(self.out)
+            self.save_state(state)
             return
-        atomic_write_jsonl(self.out / "selflabels" / f"loop_{loop}.jsonl", rows)
+        if self.writer:
+            atomic_write_jsonl(self.out / "selflabels" / f"loop_{loop}.jsonl", rows)
         for row in rows:  # D_n = D_new + D_(n-1); a pair labeled again keeps its newest label
             state.selected[row["id"]] = row
         if cfg.ser.remove_selected:
@@ -301,15 +342,10 @@ class Experiment:
     def score_pool(self, features: list[dict], loop: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The pool's rewards; with several devices each pair is scored once on one rank, gathered by index."""
         devices = self.cfg.trainer.get("devices", 1)
-        if isinstance(devices, int) and devices > 1:
-            from ser.reward.distributed import distributed_pair_rewards
-
-            log.info("loop %d: scoring the pool across %d ranks", loop, devices)
-            return distributed_pair_rewards(self.module, features, pad_id=self.tokenizer.pad_token_id,
-                                            pooling=self.module.pooling, trainer_cfg=self.cfg.trainer,
-                                            work_dir=self.out / "scores" / f"loop_{loop}",
-                                            batch_size=self.cfg.rm.eval_batch_size)
-        return pair_rewards(self.module, features, **self._eval_kwargs(f"loop {loop}: scoring pool"))
+        spread = self.world > 1 or (isinstance(devices, int) and devices > 1)
+        if spread:
+            log.info("loop %d: scoring the pool across %d ranks", loop, max(self.world, devices))
+        return self._pair_rewards(features, f"loop {loop}: scoring pool", f"loop_{loop}", spread=spread)
 
     def selection_cap(self, pool_size: int) -> int | None:
         """ser.top_k, or ser.top_fraction of the remaining pool (the smaller when both are set)."""
@@ -369,7 +405,7 @@ class Experiment:
             state.stopped = True
             state.stop_reason = f"validation accuracy has not improved for {since} loop(s) (best {best:.4f} at loop {best_loop})"
             log.warning("stopping: %s", state.stop_reason)
-            state.save(self.out)
+            self.save_state(state)
 
     # ---- outputs ------------------------------------------------------------------------------
     def finish(self, state: LoopState) -> dict[str, Any]:
@@ -380,12 +416,6 @@ class Experiment:
         else:
             final = loops[-1]
         load_model(self.model, str(self._checkpoint_path(final["loop"])))
-        atomic_write_jsonl(self.out / "selflabels" / "all.jsonl", state.selected.values())
-        export_reward_model(self.model, self.tokenizer, self.out / "final_rm", {
-            "template": self.template, "max_length": cfg.data.max_length, "pooling": self.module.pooling,
-            "reward_mean": final["reward_mean"], "reward_std": final["reward_std"], "loop": final["loop"],
-            "schedule": self.schedule, "data": cfg.data.name})
-        self._prune_checkpoints(state, final["loop"])
         summary = {
             "schedule": self.schedule, "data": cfg.data.name, "rm": cfg.rm.name, "seed": cfg.seed,
             "variant": selection_variant(cfg.ser) if self.schedule == "ser" else NO_VARIANT,
@@ -398,6 +428,23 @@ class Experiment:
                       "val_accuracy": final["val_accuracy"], "test_accuracy": final["test_accuracy"],
                       "test_ece": final["test_ece"]},
         }
+        if self.writer:
+            self._write_outputs(state, final, summary)
+        barrier()  # every rank returns once the run dir is complete
+        log.info("final RM (loop %d, by %s): test accuracy %.4f -> %s", final["loop"], cfg.ser.final_model,
+                 final["test_accuracy"], self.out / "final_rm")
+        return summary
+
+    def _write_outputs(self, state: LoopState, final: dict[str, Any], summary: dict[str, Any]) -> None:
+        """Rank 0's part of `finish`: self-labels, the exported RM, summary, plot, loggers."""
+        cfg, loops = self.cfg, state.loops
+        atomic_write_jsonl(self.out / "selflabels" / "all.jsonl", state.selected.values())
+        export_reward_model(self.model, self.tokenizer, self.out / "final_rm", {
+            "template": self.template, "max_length": cfg.data.max_length, "pooling": self.module.pooling,
+            "reward_mean": final["reward_mean"], "reward_std": final["reward_std"], "loop": final["loop"],
+            "schedule": self.schedule, "data": cfg.data.name})
+        self._prune_checkpoints(state, final["loop"])
+        shutil.rmtree(self.out / "scores", ignore_errors=True)  # emptied work dirs of distributed scoring
         maybe_die("finish", loops[-1]["loop"])
         atomic_write_json(self.out / "summary.json", summary)
         plot_loops(loops, self.out / "accuracy_per_loop.png", title=f"{self.schedule} on {cfg.data.name} ({cfg.rm.name})")
@@ -405,9 +452,6 @@ class Experiment:
             lg.log_metrics({"final/test_accuracy": final["test_accuracy"], "final/test_ece": final["test_ece"]},
                            step=len(loops))
             lg.finalize("success")
-        log.info("final RM (loop %d, by %s): test accuracy %.4f -> %s", final["loop"], cfg.ser.final_model,
-                 final["test_accuracy"], self.out / "final_rm")
-        return summary
 
     def _prune_checkpoints(self, state: LoopState, final_loop: int) -> None:
         if self.cfg.ser.keep_checkpoints == "all":
@@ -457,8 +501,22 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     validate_config(cfg)  # library callers get the same checks as run.py, before anything loads
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    join_started_ranks(cfg)
     if cfg.schedule.name in POLICY_SCHEDULES:  # an RM schedule, then the policy stage on its RM
         from ser.policy.stage import run_policy_schedule
 
         return run_policy_schedule(cfg, out)
     return Experiment(cfg, out).run()
+
+
+def join_started_ranks(cfg: DictConfig) -> None:
+    """Under torchrun or SLURM tasks with trainer=ddp, join the ranks' process group up front: the
+    pipeline's barriers (rank 0 writes, the others read) need it before the first fit creates it."""
+    from ser.config import is_plain_ddp
+    from ser.ranks import launched_world_size, start_process_group
+
+    if launched_world_size() > 1 and is_plain_ddp(cfg.trainer.get("strategy")):
+        environment = start_process_group(cfg.trainer)
+        rank, world = rank_and_world()
+        log.info("rank %d of %d (ranks from %s): every rank runs the pipeline, rank 0 writes %s", rank, world,
+                 environment, cfg.paths.output_dir)

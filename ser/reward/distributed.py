@@ -90,10 +90,12 @@ class RankWriter(BasePredictionWriter):
         tmp.replace(path)
 
 
-def gather_by_index(work_dir: str | Path, n: int, world_size: int) -> torch.Tensor:
-    """Read every rank's file and put each reward at its index; every index exactly once, or an error."""
+def gather_by_index(work_dir: str | Path, n: int, world_size: int, report: bool = False) -> torch.Tensor:
+    """Read every rank's file and put each reward at its index; every index exactly once, or an error.
+    `report` logs how many items each rank scored."""
     rewards = torch.full((n,), float("nan"))
     seen = torch.zeros(n, dtype=torch.long)
+    per_rank = []
     for rank in range(world_size):
         path = Path(work_dir) / f"rank_{rank}.safetensors"
         if not path.exists():
@@ -101,10 +103,13 @@ def gather_by_index(work_dir: str | Path, n: int, world_size: int) -> torch.Tens
         part = load_file(str(path))
         rewards[part["index"]] = part["reward"]
         seen.index_add_(0, part["index"], torch.ones_like(part["index"]))
+        per_rank.append(len(part["index"]))
     if not bool((seen == 1).all()):
         missing, twice = int((seen == 0).sum()), int((seen > 1).sum())
         raise RuntimeError(f"distributed scoring: {missing} of {n} items were not scored and {twice} were scored "
                            "more than once across ranks")
+    if report:
+        log.info("distributed scoring: %d items scored across %d ranks (per rank: %s)", n, world_size, per_rank)
     return rewards
 
 
@@ -133,7 +138,7 @@ def distributed_rewards(model: torch.nn.Module, ids: Sequence[Sequence[int]], *,
     loader = DataLoader(_Indexed(ids), batch_size=batch_size, collate_fn=_Collate(pad_id))
     trainer.predict(_Scorer(model, pooling), dataloaders=loader, return_predictions=False)
     trainer.strategy.barrier("ser_scores_written")  # a no-op in the ddp_spawn driver: its workers have exited
-    rewards = gather_by_index(work_dir, len(ids), trainer.world_size)
+    rewards = gather_by_index(work_dir, len(ids), trainer.world_size, report=trainer.is_global_zero)
     trainer.strategy.barrier("ser_scores_read")
     if trainer.is_global_zero:
         shutil.rmtree(work_dir, ignore_errors=True)

@@ -252,6 +252,11 @@ def evaluate_pairs(module: RewardModule, features: list[dict], groups: Sequence[
     if not features:
         return {}
     chosen, rejected = pair_rewards(module, features, **kwargs)
+    return pair_metrics(chosen, rejected, groups)
+
+
+def pair_metrics(chosen: torch.Tensor, rejected: torch.Tensor, groups: Sequence[str] | None = None) -> dict[str, Any]:
+    """`evaluate_pairs` from rewards already computed (e.g. across ranks)."""
     metrics = PairwiseMetrics()
     metrics.update(chosen, rejected)
     out: dict[str, Any] = metrics.compute()

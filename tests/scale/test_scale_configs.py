@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -30,7 +32,7 @@ def _with_hydra(overrides: list[str]):
 
 @pytest.mark.parametrize("launcher,target", [
     ("local", "BasicLauncher"), ("joblib", "JoblibLauncher"), ("submitit_local", "LocalLauncher"),
-    ("submitit_slurm", "SlurmLauncher")])
+    ("submitit_slurm", "SlurmLauncher"), ("submitit_slurm_tasks", "SlurmLauncher")])
 def test_every_launcher_composes_to_its_hydra_plugin(launcher, target):
     cfg = _with_hydra([f"launcher={launcher}"])
     node = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
@@ -133,3 +135,93 @@ def test_cli_multirun_with_ddp_is_refused_before_anything_runs(tmp_path):
     written = [p for p in Path(tmp_path).rglob("*") if p.is_file() and ".hydra" not in p.parts
                and p.suffix != ".log" and p.name != "multirun.yaml"]
     assert written == [], written
+
+
+# ---- ranks started outside the pipeline (torchrun, SLURM tasks) ---------------------------------------
+
+TORCHRUN = {"RANK": 1, "LOCAL_RANK": 1, "WORLD_SIZE": 2, "TORCHELASTIC_RUN_ID": "t"}
+
+
+def _slurm(rank: int, job_name: str = "ser") -> dict:
+    return {"SLURM_NTASKS": 2, "SLURM_NTASKS_PER_NODE": 2, "SLURM_PROCID": rank, "SLURM_LOCALID": rank,
+            "SLURM_NODEID": 0, "SLURM_NNODES": 1, "SLURM_JOB_ID": 4242, "SLURM_JOB_NAME": job_name}
+
+
+@pytest.fixture
+def launched(monkeypatch):
+    """Give this process the variables torchrun or srun would set (and none left from the real environment)."""
+    for var in list(os.environ):
+        if var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID") or var.startswith("SLURM_"):
+            monkeypatch.delenv(var)
+
+    def _set(env: dict) -> None:
+        for key, value in env.items():
+            monkeypatch.setenv(key, str(value))
+    return _set
+
+
+def _check(overrides: list[str], multirun: bool) -> None:
+    cfg = _with_hydra(overrides)
+    OmegaConf.set_readonly(cfg.hydra, False)
+    cfg.hydra.mode = RunMode.MULTIRUN if multirun else RunMode.RUN
+    HydraConfig.instance().set_config(cfg)
+    check_launch(cfg)
+
+
+@pytest.mark.parametrize("env,overrides,multirun", [
+    (TORCHRUN, ["trainer=ddp"], False),                                    # torchrun --nproc_per_node=2 run.py
+    (_slurm(1), ["trainer=ddp"], False),                                   # srun --ntasks-per-node=2 python run.py
+    (_slurm(1), ["launcher=submitit_slurm_tasks", "trainer=ddp"], True),   # a job of the SLURM-tasks sweep
+    (_slurm(0), ["trainer=cpu"], False),                                   # a batch script's allocation, one process
+    ({}, ["trainer=ddp_spawn", "trainer.devices=2"], True),                # the driver + spawned ranks, any launcher
+])
+def test_started_ranks_are_accepted_with_plain_ddp_over_them(launched, env, overrides, multirun):
+    launched(env)
+    _check(overrides, multirun)
+
+
+@pytest.mark.parametrize("env,overrides,multirun,message", [
+    (TORCHRUN, ["trainer=ddp", "trainer.devices=4"], False, "devices x trainer.num_nodes = 4, but torchrun started 2"),
+    (TORCHRUN, ["trainer=cpu"], False, "torchrun started 2 processes, and the pipeline runs over started ranks only"),
+    (TORCHRUN, ["trainer=ddp_spawn"], False, "only with plain DDP"),
+    (TORCHRUN, ["trainer=fsdp", "trainer.devices=2"], False, "only with plain DDP"),
+    (TORCHRUN, ["trainer=ddp"], True, "multirun"),                          # -m stays refused off SLURM tasks
+    (TORCHRUN, ["trainer=ddp", "schedule=ser_ppo"], False, "policy schedule"),
+    (_slurm(1), ["launcher=submitit_slurm", "trainer=ddp"], True, "LightningEnvironment cannot see"),
+    (_slurm(1), ["launcher=submitit_slurm_tasks", "trainer=ddp_spawn"], True, "only with plain DDP"),
+    (_slurm(1), ["trainer=cpu"], False, "SLURM started 2 processes"),
+    ({}, ["launcher=submitit_slurm_tasks", "trainer=ddp"], True, "multirun"),  # nothing started the ranks
+    (_slurm(1, "interactive"), ["trainer=ddp"], False, "nothing started the ranks"),
+])
+def test_started_ranks_are_refused_unless_the_trainer_trains_over_them(launched, env, overrides, multirun, message):
+    launched(env)
+    with pytest.raises(ConfigError, match=message):
+        _check(overrides, multirun)
+
+
+def test_launchers_ranks_are_read_from_torchrun_then_slurm(launched):
+    from ser.ranks import launched_rank, launched_world_size
+    assert (launched_rank(), launched_world_size()) == (0, 1)
+    launched(_slurm(1))
+    assert (launched_rank(), launched_world_size()) == (1, 2)
+    launched({"RANK": 3, "LOCAL_RANK": 1, "WORLD_SIZE": 4})  # torchrun inside a one-task SLURM step wins
+    assert (launched_rank(), launched_world_size()) == (3, 4)
+
+
+def test_only_rank_zero_writes_hydras_files(launched):
+    assert _with_hydra([]).hydra.output_subdir == ".hydra"
+    launched(TORCHRUN)
+    assert _with_hydra([]).hydra.output_subdir is None
+
+
+def test_slurm_tasks_launcher_starts_one_task_per_device_with_lightnings_requeue_off(launched):
+    from pytorch_lightning.plugins.environments import SLURMEnvironment
+    cfg = _with_hydra(["launcher=submitit_slurm_tasks", "hydra.launcher.partition=gpu", "trainer=ddp",
+                       "trainer.accelerator=gpu", "trainer.devices=4", "trainer.num_nodes=2"])
+    slurm = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert slurm["_target_"].endswith("SlurmLauncher") and slurm["partition"] == "gpu"
+    assert slurm["tasks_per_node"] == slurm["gpus_per_node"] == 4 and slurm["nodes"] == 2
+    assert slurm["max_num_timeout"] > 0 and slurm["setup"]  # requeue is submitit's, as in submitit_slurm
+    plugins = [instantiate(p) for p in cfg.trainer.plugins]
+    assert [type(p) for p in plugins] == [SLURMEnvironment] and plugins[0].auto_requeue is False
+    assert type(instantiate(cfg.trainer.strategy)).__name__ == "DDPStrategy"

@@ -6,7 +6,6 @@ import copy
 import json
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,27 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT, compose
-
-SMOKE = ["experiment=smoke"]
-RUNS = Path("outputs") / "ser" / "runs"
-
-
-def _env(project_root: Path, **extra: str) -> dict[str, str]:
-    return {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
-            "PYTHONPATH": str(ROOT), "PROJECT_ROOT": str(project_root), "OMP_NUM_THREADS": "1",
-            "TOKENIZERS_PARALLELISM": "false", **extra}
-
-
-def _cli(args: list[str], project_root: Path, timeout: int = 600, **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=project_root,
-                          env=_env(project_root, **extra), capture_output=True, text=True, timeout=timeout)
-
-
-def _summary(run_dir: Path) -> dict:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    return {**summary, "loops": [{k: v for k, v in e.items() if k != "seconds"} for e in summary["loops"]]}
-
+from tests.conftest import compose
+from tests.scale.conftest import RUNS, SMOKE, _cli, _env, _summary, free_port
 
 # ---- the training order: the plain loader's, per epoch, split across ranks, resumable ----------------
 
@@ -175,14 +155,6 @@ def test_distributed_scoring_on_two_spawned_ranks_equals_single_process_scoring(
 # ---- whole runs through the CLI (slow) --------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("uninterrupted")
-    result = _cli(SMOKE, root)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root / RUNS / "experiment=smoke"
-
-
 @pytest.mark.slow
 def test_killed_inside_a_loop_relaunch_resumes_from_its_checkpoint_and_ends_the_same(uninterrupted, tmp_path):
     args = SMOKE + ["ckpt_every_n_steps=7"]  # not part of the run dir or the config hash
@@ -227,9 +199,7 @@ def test_torchrun_scores_an_exported_rm_across_two_ranks(uninterrupted, tmp_path
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     assert torchrun, "torchrun is installed with torch"
-    with socket.socket() as probe:  # torchrun's --master_port=0 hangs the ranks: give it a free port
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     result = subprocess.run([torchrun, "--nproc_per_node=2", f"--master_port={port}", "-m", "ser.reward.distributed",
                              str(uninterrupted / "final_rm"), "rows.jsonl", "scores.jsonl", "--accelerator=cpu",
                              "--batch-size=4"], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True,
