@@ -53,6 +53,11 @@ def main(cfg: DictConfig) -> float:
 
     try:
         summary = run_experiment(cfg)
+    except Exception:
+        # Hydra's multirun re-raises a job's exception only after the whole batch: log it now, in this
+        # job's run.log and the console, so a failed job never looks like a finished one.
+        log.exception("this job failed")
+        raise
     finally:
         _close_wandb()
     return float(summary["final"]["val_accuracy"])

@@ -162,3 +162,17 @@ def test_reference_runs_hash_without_the_ser_group(tmp_path):
         assert digest([f"schedule={reference}"]) == digest([f"schedule={reference}", "ser.min_pairs=7", "ser=top_gap"])
         assert digest([f"schedule={reference}"]) != digest([f"schedule={reference}", "rm.epochs=7"])
     assert digest(["schedule=ser"]) != digest(["schedule=ser", "ser.min_pairs=7"])
+
+
+def test_a_failed_multirun_job_says_so_in_its_own_log_before_the_next_job_runs(tmp_path):
+    # Hydra re-raises a job's exception only after the whole batch: without our log line the failed
+    # job's run.log ends as if it had finished, and the console shows the next job starting.
+    sweeps = tmp_path / "outputs" / "ser" / "sweeps"
+    failing = sweeps / "experiment=smoke,schedule=seed_only,seed=0"
+    failing.mkdir(parents=True)
+    (failing / "state.json").write_text(json.dumps({"config_hash": "not-this-config"}))
+    result, _ = _run_cli(["-m", "experiment=smoke", "schedule=seed_only", "seed=0,1"], tmp_path)
+    assert result.returncode != 0
+    log = (failing / "run.log").read_text()
+    assert "this job failed" in log and "another config" in log
+    assert (sweeps / "experiment=smoke,schedule=seed_only,seed=1" / "summary.json").exists(), "the next job still runs"
