@@ -63,6 +63,7 @@ class SERSchema:
     top_k: Optional[int] = None
     weighting: str = "none"
     relabel: str = "none"
+    labels: str = "self"
     agreement: AgreementSchema = field(default_factory=AgreementSchema)
 
 
@@ -147,6 +148,9 @@ def validate_config(cfg: DictConfig) -> None:
         _check(ser.top_k >= ser.min_pairs, "ser.top_k", f"must be >= ser.min_pairs ({ser.min_pairs}), got {ser.top_k}")
     _check(ser.weighting in ("none", "confidence"), "ser.weighting", f"must be none or confidence, got {ser.weighting!r}")
     _check(ser.relabel in ("none", "drop", "flip"), "ser.relabel", f"must be none, drop or flip, got {ser.relabel!r}")
+    _check(ser.labels in ("self", "oracle"), "ser.labels", f"must be self or oracle, got {ser.labels!r}")
+    _check(ser.labels == "self" or ser.relabel == "none", "ser.relabel",
+           "must be none with ser.labels=oracle (human labels never flip)")
     a = ser.agreement
     _check(a.kind in AGREEMENTS, "ser.agreement.kind", f"must be one of {AGREEMENTS}, got {a.kind!r}")
     _check(a.samples >= 1, "ser.agreement.samples", f"must be >= 1, got {a.samples}")

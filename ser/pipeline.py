@@ -311,7 +311,8 @@ class Experiment:
         decision, rows = self_label(pool, reward_a, reward_b, confidence=confidence, rule=cfg.ser.rule,
                                     thresholds=Thresholds(th.tau_high, th.tau_low, th.delta),
                                     min_pairs=cfg.ser.min_pairs, previous_status=state.status, loop=loop,
-                                    cap=self.selection_cap(len(pool)), keep=keep, weight_temperature=weight_t)
+                                    cap=self.selection_cap(len(pool)), keep=keep, weight_temperature=weight_t,
+                                    oracle=cfg.ser.labels == "oracle")
         if self.world > 1:  # same scores, so same decisions; checked, as diverging ranks would train apart
             check_same_on_every_rank([decision.stop, decision.status, [(r["id"], r["chosen"]) for r in rows],
                                       sorted((k, r["chosen"]) for k, r in state.selected.items())],
@@ -481,6 +482,8 @@ def selection_variant(ser: DictConfig) -> str:
         parts.append(f"agree={ser.agreement.kind}x{ser.agreement.samples}@{ser.agreement.min_fraction:g}")
     if ser.retrain_from != "base":
         parts.append(f"from={ser.retrain_from}")
+    if ser.get("labels", "self") != "self":
+        parts.append(f"labels={ser.labels}")
     return " ".join(parts)
 
 

@@ -15,8 +15,8 @@ from ser.evolve.status import Decision, Thresholds, decide
 def self_label(pool: Sequence[PreferencePair], reward_a: torch.Tensor, reward_b: torch.Tensor, *,
                confidence: Confidence, rule: str, thresholds: Thresholds, min_pairs: int,
                previous_status: str | None, loop: int, cap: int | None = None,
-               keep: torch.Tensor | None = None, weight_temperature: float | None = None
-               ) -> tuple[Decision, list[dict[str, Any]]]:
+               keep: torch.Tensor | None = None, weight_temperature: float | None = None,
+               oracle: bool = False) -> tuple[Decision, list[dict[str, Any]]]:
     """Decide this loop's status and return the kept pairs, labeled by the RM, with provenance.
 
     Answer a is the source's chosen answer, b its rejected one; the RM scores each on its own, so
@@ -25,6 +25,8 @@ def self_label(pool: Sequence[PreferencePair], reward_a: torch.Tensor, reward_b:
     `cap`: keep at most this many pairs, largest |r_a - r_b| first. `keep`: pairs allowed at all
     (e.g. where several scorers agree). `weight_temperature` T: each row gets the training weight
     2 * sigmoid(|r_a - r_b| / T) - 1, the calibrated P(label right) - P(label wrong); else 1.
+    `oracle` (a diagnostic): the kept pairs carry their human labels instead; `correct` still says
+    whether the RM agreed, so the run reports the self-label accuracy it did not train on.
     """
     p_a, p_b = confidence.probabilities(reward_a, reward_b)
     gap = (reward_a - reward_b).abs()
@@ -34,20 +36,22 @@ def self_label(pool: Sequence[PreferencePair], reward_a: torch.Tensor, reward_b:
     for i in torch.nonzero(decision.mask).flatten().tolist():
         pair = pool[i]
         a_wins = bool(reward_a[i] > reward_b[i])
+        a_labeled = a_wins or oracle
         rows.append({
             "id": pair.id,
             "prompt": pair.prompt,
-            "chosen": pair.chosen if a_wins else pair.rejected,
-            "rejected": pair.rejected if a_wins else pair.chosen,
+            "chosen": pair.chosen if a_labeled else pair.rejected,
+            "rejected": pair.rejected if a_labeled else pair.chosen,
             "loop": loop,
             "status": decision.status,
-            "score_chosen": float(max(reward_a[i], reward_b[i])),
-            "score_rejected": float(min(reward_a[i], reward_b[i])),
+            "score_chosen": float(reward_a[i] if a_labeled else reward_b[i]),
+            "score_rejected": float(reward_b[i] if a_labeled else reward_a[i]),
             "confidence": float(abs(p_a[i] - p_b[i])),  # |p_chosen - p_rejected| under the confidence mode
-            "p_chosen": float(p_a[i] if a_wins else p_b[i]),
-            "p_rejected": float(p_b[i] if a_wins else p_a[i]),
+            "p_chosen": float(p_a[i] if a_labeled else p_b[i]),
+            "p_rejected": float(p_b[i] if a_labeled else p_a[i]),
             "weight": label_weight(float(gap[i]), weight_temperature),
             "correct": a_wins,
+            "label_source": "human" if oracle else "rm",
         })
     return decision, rows
 

@@ -49,11 +49,13 @@ def test_every_experiment_composes(experiment, tmp_path):
     ("ser.confidence=vibes", "ser.confidence"),
     ("ser.min_pairs=0", "ser.min_pairs"),
     ("ser.retrain_from=yesterday", "ser.retrain_from"),
+    ("ser.labels=gold", "ser.labels"),
+    ("ser.labels=oracle ser.relabel=drop", "ser.relabel"),
     ("data.overlong=ignore", "data.overlong"),
     ("rm.optimizer._target_=os.system", "rm.optimizer._target_"),
 ])
 def test_invalid_values_are_refused_naming_the_key(override, needle, tmp_path):
-    cfg = compose([override], tmp_path)
+    cfg = compose(override.split(), tmp_path)
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         validate_config(cfg)
 

@@ -54,3 +54,15 @@ def test_a_rule_that_selects_nothing_says_so(tmp_path):
     assert len(summary["loops"]) == 1
     assert summary["warnings"] and "< min_pairs 100000" in summary["warnings"][0]
     assert "< min_pairs 100000" in summary["stop_reason"]
+
+
+def test_oracle_labels_train_on_human_labels_and_report_what_the_rm_thought(tmp_path):
+    summary = run_experiment(compose(["experiment=smoke", "ser=top_gap", "ser.labels=oracle", "ser.max_loops=1",
+                                      "logger=csv"], tmp_path))
+    rows = [json.loads(line) for line in (tmp_path / "selflabels" / "loop_1.jsonl").read_text().splitlines()]
+    assert rows and all(r["label_source"] == "human" for r in rows)
+    assert summary["variant"].endswith("labels=oracle")
+    # the human label stays even where the RM scored it the other way round: the RM's scores then run
+    # against the label, and self_label_accuracy still reports the RM's own judgement
+    assert all((r["score_chosen"] > r["score_rejected"]) == r["correct"] for r in rows)
+    assert summary["loops"][1]["self_label_accuracy"] == sum(r["correct"] for r in rows) / len(rows)

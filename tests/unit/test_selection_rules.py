@@ -134,3 +134,17 @@ def test_self_label_rows_carry_weights_and_respect_the_cap():
     by_id = {r["id"]: r for r in rows}
     assert by_id["p3"]["weight"] == pytest.approx(2 / (1 + math.exp(-4.0)) - 1)
     assert by_id["p0"]["correct"] and by_id["p0"]["chosen"] == "c0"
+
+
+@pytest.mark.parametrize("oracle", [False, True])
+def test_oracle_labels_keep_the_human_label_and_still_report_the_rm_agreement(oracle):
+    pool = [PreferencePair(id=f"p{i}", prompt="q", chosen=f"c{i}", rejected=f"r{i}") for i in range(2)]
+    ra, rb = torch.tensor([3.0, -2.0]), torch.tensor([0.0, 1.0])  # the RM gets p0 right, p1 wrong
+    _, rows = self_label(pool, ra, rb, confidence=Confidence("pairwise"), rule="paper",
+                         thresholds=Thresholds(0.5, 0.5, 0.0), min_pairs=1, previous_status=None, loop=1,
+                         oracle=oracle)
+    p1 = {r["id"]: r for r in rows}["p1"]
+    assert p1["correct"] is False  # what the RM thought, in both modes
+    assert (p1["chosen"], p1["rejected"]) == (("c1", "r1") if oracle else ("r1", "c1"))
+    assert (p1["score_chosen"], p1["score_rejected"]) == ((-2.0, 1.0) if oracle else (1.0, -2.0))
+    assert p1["label_source"] == ("human" if oracle else "rm")
