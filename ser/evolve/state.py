@@ -45,6 +45,9 @@ class LoopState:
 # Settings that cannot change results: a resumed run may differ in these, and in nothing else.
 PRESENTATION_KEYS = ("resume", "paths", "logger", "ckpt_every_n_steps")
 REFERENCE_SCHEDULES = ("seed_only", "full_data")  # schedules that train once and never self-label
+# Settings added after runs were recorded, with the value that reproduces those runs: at that value
+# they are left out of the hash, so the older run dirs still resume (and are still skipped when done).
+NEUTRAL_SETTINGS = {("ser", "labels"): "self"}
 TRAINER_PRESENTATION_KEYS = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps", "default_root_dir")
 
 
@@ -53,6 +56,9 @@ def config_hash(resolved: dict[str, Any]) -> str:
     kept = {k: v for k, v in resolved.items() if k not in PRESENTATION_KEYS}
     if (kept.get("schedule") or {}).get("name") in REFERENCE_SCHEDULES:
         kept.pop("ser", None)  # never read by a reference run: retuning SER must not orphan its seed/full columns
+    for (group, key), neutral in NEUTRAL_SETTINGS.items():
+        if isinstance(kept.get(group), dict) and kept[group].get(key) == neutral:
+            kept[group] = {k: v for k, v in kept[group].items() if k != key}
     if isinstance(kept.get("trainer"), dict):
         kept["trainer"] = {k: v for k, v in kept["trainer"].items() if k not in TRAINER_PRESENTATION_KEYS}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]

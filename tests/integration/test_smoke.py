@@ -164,6 +164,18 @@ def test_reference_runs_hash_without_the_ser_group(tmp_path):
     assert digest(["schedule=ser"]) != digest(["schedule=ser", "ser.min_pairs=7"])
 
 
+def test_a_setting_added_later_at_its_neutral_value_keeps_older_run_dirs_resumable(tmp_path):
+    from omegaconf import OmegaConf
+
+    from ser.evolve.state import config_hash
+
+    resolved = OmegaConf.to_container(compose(SMOKE, tmp_path / "h"), resolve=True)
+    assert resolved["ser"]["labels"] == "self"
+    before_the_setting = {**resolved, "ser": {k: v for k, v in resolved["ser"].items() if k != "labels"}}
+    assert config_hash(resolved) == config_hash(before_the_setting)
+    assert config_hash({**resolved, "ser": {**resolved["ser"], "labels": "oracle"}}) != config_hash(resolved)
+
+
 def test_a_failed_multirun_job_says_so_in_its_own_log_before_the_next_job_runs(tmp_path):
     # Hydra re-raises a job's exception only after the whole batch: without our log line the failed
     # job's run.log ends as if it had finished, and the console shows the next job starting.
