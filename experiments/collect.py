@@ -323,6 +323,46 @@ def markdown_table(collection: Collection) -> str:
     return "\n".join(lines) + "\n"
 
 
+def loop_rows(collection: Collection) -> list[dict[str, Any]]:
+    """Per group of self-labeling runs and per loop, means over the runs that reached the loop: what
+    each loop selected, how often its self-labels were right, and what validation and test then saw."""
+    rows = []
+    for g in collection.groups:
+        if not any(r.loops_run > 0 for r in g.runs):
+            continue
+        for loop in range(max(len(r.summary["loops"]) for r in g.runs)):
+            entries = [r.summary["loops"][loop] for r in g.runs if len(r.summary["loops"]) > loop]
+
+            def mean(key: str) -> float | None:
+                values = [e[key] for e in entries if _is_number(e.get(key))]
+                return sum(values) / len(values) if values else None
+
+            rows.append({**g.key, "loop": loop, "runs": len(entries), "selected": mean("selected"),
+                         "self_label_accuracy": mean("self_label_accuracy"), "val_accuracy": mean("val_accuracy"),
+                         "test_accuracy": mean("test_accuracy"),
+                         "final_here": sum(r.final["loop"] == loop for r in g.runs)})
+    return rows
+
+
+def loop_table(collection: Collection) -> str:
+    rows = loop_rows(collection)
+    if not rows:
+        return ""
+    headers = [*collection.group_by, "loop", "runs", "selected (mean)", "self-label accuracy (%)",
+               "val accuracy (%)", "test accuracy (%)", "final RM from this loop"]
+
+    def pct(v: float | None) -> str:
+        return DASH if v is None else f"{100 * v:.2f}"
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for r in rows:
+        cells = [*(str(r[k]) for k in collection.group_by), str(r["loop"]), str(r["runs"]),
+                 DASH if r["selected"] is None else f"{r['selected']:.1f}", pct(r["self_label_accuracy"]),
+                 pct(r["val_accuracy"]), pct(r["test_accuracy"]), str(r["final_here"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def csv_rows(collection: Collection) -> list[dict[str, Any]]:
     """One row per run, in table order."""
     rows = []
@@ -430,6 +470,8 @@ def write_outputs(collection: Collection, prefix: str | Path, command: str) -> l
             f"{len(collection.runs)} runs collected from {dirs} with:\n\n```\n{command}\n```\n")
     if collection.unfinished:
         text += f"\n{_unfinished_line(collection.unfinished)}\n"
+    if loops := loop_table(collection):
+        text += f"\n## Per loop (means over the runs that reached the loop)\n\n{loops}"
     return [atomic_write_text(prefix.with_name(prefix.name + ".md"), text),
             atomic_write_csv(prefix.with_name(prefix.name + ".csv"), csv_rows(collection)),
             plot(collection, prefix.with_name(prefix.name + ".png"))]

@@ -195,3 +195,20 @@ def test_variants_share_one_seed_only_and_full_data_reference(sweep: Path) -> No
     gaps = {g.key["variant"]: g.gap.of_means for g in c.groups if g.key["schedule"] == "ser"}
     assert gaps == {"paper/calibrated(0.55,0.45,0.3)": pytest.approx(50.0),
                     "paper/percentile(0.5,0.5,0) top25%": pytest.approx(25.0)}
+
+
+def test_per_loop_table_averages_the_runs_that_reached_each_loop(tmp_path: Path) -> None:
+    short, long = summary("ser", 0, 0.70, 0.05, n_loops=2), summary("ser", 1, 0.72, 0.05, n_loops=3)
+    long["loops"][1]["self_label_accuracy"] = 0.7  # loop 1: (0.9 + 0.7) / 2 = 0.8
+    long["loops"][2]["selected"] = 40
+    write(tmp_path / "a", short)
+    write(tmp_path / "b", long)
+    collection = collect([tmp_path])
+    from experiments.collect import loop_rows, loop_table
+
+    rows = {r["loop"]: r for r in loop_rows(collection)}
+    assert [rows[i]["runs"] for i in (0, 1, 2)] == [2, 2, 1]
+    assert rows[1]["self_label_accuracy"] == pytest.approx(0.8)
+    assert rows[2]["selected"] == 40 and rows[0]["self_label_accuracy"] is None
+    assert rows[1]["final_here"] == 1 and rows[2]["final_here"] == 1
+    assert "| synthetic | minilm | ser | 1 | 2 | 100.0 | 80.00 |" in loop_table(collection)
