@@ -462,12 +462,16 @@ def _plot_ser_loops(ax: Any, collection: Collection, colors: list[str]) -> None:
     ax.legend(fontsize=7)
 
 
-def write_outputs(collection: Collection, prefix: str | Path, command: str) -> list[Path]:
+def write_outputs(collection: Collection, prefix: str | Path, command: str, regenerate: str | None = None) -> list[Path]:
     """PREFIX.md (table + provenance), PREFIX.csv (one row per run), PREFIX.png; every write atomic."""
     prefix = Path(prefix)
-    dirs = ", ".join(f"`{d}`" for d in collection.dirs)
-    text = (f"# {prefix.name}\n\n{markdown_table(collection)}\n"
-            f"{len(collection.runs)} runs collected from {dirs} with:\n\n```\n{command}\n```\n")
+    if regenerate:  # the caller's own command (e.g. a script with globs): the run dirs are in the CSV's path column
+        provenance = f"{len(collection.runs)} runs (their dirs: the `path` column of {prefix.name}.csv); regenerate with:"
+        command = regenerate
+    else:
+        dirs = ", ".join(f"`{d}`" for d in collection.dirs)
+        provenance = f"{len(collection.runs)} runs collected from {dirs} with:"
+    text = f"# {prefix.name}\n\n{markdown_table(collection)}\n{provenance}\n\n```\n{command}\n```\n"
     if collection.unfinished:
         text += f"\n{_unfinished_line(collection.unfinished)}\n"
     if loops := loop_table(collection):
@@ -490,6 +494,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="comma-separated summary keys, dotted paths allowed (default: %(default)s)")
     parser.add_argument("--metric", default=DEFAULT_METRIC,
                         help="key of `final` for gap closed and the figure, higher is better (default: %(default)s)")
+    parser.add_argument("--regenerate", help="the command to show as the table's provenance, instead of this one with "
+                        "its expanded globs (e.g. 'bash experiments/real_data.sh tables')")
     return parser.parse_args(argv)
 
 
@@ -507,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown_table(collection), end="")
     if args.out:
         command = "python " + shlex.join([str(Path(__file__).resolve().relative_to(ROOT)), *argv])
-        for path in write_outputs(collection, args.out, command):
+        for path in write_outputs(collection, args.out, command, args.regenerate):
             print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -1,29 +1,58 @@
 #!/usr/bin/env bash
-# The real-data runs behind docs/results/real_data.md, dataset by dataset in issue order (HH, UltraFeedback,
-# TL;DR, StackExchange): the paper's three columns, then the selection-rule and noise-robustness ablation,
-# then issue 3's ablations on HH. Every command resumes where it stopped (run dirs derive from the
-# overrides), so re-running this script continues an interrupted queue; finished runs are skipped.
-#   bash experiments/real_data.sh                 # everything (many hours on a 2-core CPU)
-#   bash experiments/real_data.sh hh_rlhf         # one dataset's columns and rule ablation
-#   bash experiments/real_data.sh ablations       # issue 3's ablations only
-#   SEEDS=0 bash experiments/real_data.sh         # one seed
+# The real-data runs behind docs/results/real_data.md, then the tables. Every command resumes where it
+# stopped and skips finished runs (run dirs derive from the overrides), so re-running this script
+# continues an interrupted queue. On the 2-core CPU: ~3 hours with two jobs at a time (the script runs one).
+#   bash experiments/real_data.sh              # runs + tables
+#   bash experiments/real_data.sh tables       # only re-collect the tables from finished runs
+#   SEEDS=0 bash experiments/real_data.sh      # one seed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 SEEDS=${SEEDS:-0,1,2}
-WHAT=${1:-hh_rlhf ultrafeedback summarize stack_exchange ablations}
-for d in $WHAT; do
-  [ "$d" = ablations ] && continue
-  $PY run.py -m experiment=cpu/$d seed=$SEEDS schedule=seed_only,full_data,ser
-  $PY run.py -m experiment=cpu/$d seed=$SEEDS schedule=ser ser=top_gap,zscore,paper
-  $PY run.py -m experiment=cpu/$d seed=$SEEDS schedule=ser ser.weighting=confidence
-  $PY run.py -m experiment=cpu/$d seed=$SEEDS schedule=ser ser=top_gap ser.weighting=confidence
-  $PY run.py -m experiment=cpu/$d seed=$SEEDS schedule=ser ser.relabel=drop ser.agreement.kind=dropout
-done
-case " $WHAT " in *" ablations "*)
-  $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=seed_only,ser,full_data splits.seed_fraction=0.05,0.1,0.25,0.5
-  $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=ser ser.rule=union,status1_only
-  $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=ser ser.confidence=pointwise,pairwise
-  $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=ser ser.thresholds.tau_high=0.6 ser.thresholds.tau_low=0.4 ser.thresholds.delta=0.4
-  $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=ser ser.thresholds.tau_high=0.52 ser.thresholds.tau_low=0.48 ser.thresholds.delta=0.2
-esac
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+S=outputs/ser/sweeps
+if [ "${1:-}" != tables ]; then
+  # Issue 3's table: the paper's three columns with the default SER config (ser=top_gap), four datasets.
+  for d in hh_rlhf ultrafeedback summarize stack_exchange; do
+    $PY run.py -m experiment=cpu/$d seed=$SEEDS schedule=seed_only,full_data,ser
+    $PY run.py -m experiment=cpu/$d seed=$SEEDS schedule=ser ser=calibrated
+  done
+  # Issue 8: each selection rule and noise-robust option (HH, UltraFeedback, TL;DR).
+  for d in hh_rlhf summarize ultrafeedback; do
+    $PY run.py -m experiment=cpu/$d seed=$SEEDS schedule=ser ser=zscore
+    $PY run.py -m experiment=cpu/$d seed=$SEEDS schedule=ser ser.weighting=confidence
+    $PY run.py -m experiment=cpu/$d seed=$SEEDS schedule=ser ser.labels=oracle
+  done
+  $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=ser ser=calibrated ser.weighting=confidence
+  $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=ser ser.relabel=drop ser.agreement.kind=dropout
+  $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=ser ser.retrain_from=last
+  $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=ser ser.top_fraction=0.1
+  # Issue 3's ablations on HH: seed fraction (default SER), and the paper rule's knobs around ser=calibrated.
+  $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=seed_only,ser splits.seed_fraction=0.05,0.1,0.25,0.5
+  $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=ser ser=calibrated ser.rule=union,status1_only
+  $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=ser ser=calibrated ser.confidence=pointwise,pairwise
+  $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=ser ser=calibrated \
+      ser.thresholds.tau_high=0.52 ser.thresholds.tau_low=0.48 ser.thresholds.delta=0.2
+  $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=ser ser=calibrated \
+      ser.thresholds.tau_high=0.6 ser.thresholds.tau_low=0.4 ser.thresholds.delta=0.4
+  # Diagnostic: is a later loop's gain the self-labels or just more training? The seed RM, trained longer.
+  $PY run.py -m experiment=cpu/summarize seed=$SEEDS schedule=seed_only rm.epochs=4,8 hydra.sweep.dir=outputs/ser/diagnostics
+fi
+shopt -s nullglob  # a pattern with no finished run yet drops out instead of reaching collect.py as text
+collect() { $PY experiments/collect.py "$@" --regenerate "bash experiments/real_data.sh tables" >/dev/null; }
+# The main table: three columns (+ the paper rule on calibrated scores) per dataset.
+collect $S/experiment=cpu_*,schedule=*,seed=? $S/experiment=cpu_*,schedule=ser,seed=?,ser=calibrated \
+    --group-by data,rm,schedule,variant --out docs/results/real_cpu_main
+# Issue 8's rules and options, with the seed-only and full-data references they are measured against.
+collect $S/experiment=cpu_{hh_rlhf,summarize,ultrafeedback},schedule=*,seed=? \
+    $S/experiment=cpu_{hh_rlhf,summarize,ultrafeedback},schedule=ser,seed=?,ser* \
+    --group-by data,rm,schedule,variant --out docs/results/real_cpu_rules
+# Issue 3's ablations on HH (override lists over 120 characters end in a hash in the dir name).
+collect $S/experiment=cpu_hh_rlhf,schedule=*,seed=? $S/experiment=cpu_hh_rlhf,schedule=*,seed=?,splits.seed_fraction=* \
+    --group-by data,rm,schedule,seed_fraction --out docs/results/real_cpu_ablation_seed_fraction
+collect $S/experiment=cpu_hh_rlhf,schedule=seed_only,seed=? $S/experiment=cpu_hh_rlhf,schedule=full_data,seed=? \
+    $S/experiment=cpu_hh_rlhf,schedule=ser,seed=?,ser.confidence=*,ser=calibrated \
+    $S/experiment=cpu_hh_rlhf,schedule=ser,seed=?,ser.rule=*,ser=calibrated \
+    $S/experiment=cpu_hh_rlhf,schedule=ser,seed=?,ser.thresholds* \
+    $S/experiment=cpu_hh_rlhf,schedule=ser,seed=?,ser=calibrated \
+    --group-by data,rm,schedule,variant --out docs/results/real_cpu_ablation_paper_rule

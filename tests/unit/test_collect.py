@@ -160,6 +160,10 @@ def test_write_outputs(sweep: Path, tmp_path: Path) -> None:
         assert [r["schedule"] for r in csv.DictReader(handle)] == ["seed_only"] * 3 + ["ser"] * 3 + ["full_data"] * 3
     assert png.read_bytes().startswith(b"\x89PNG")
     assert sorted(p.name for p in png.parent.iterdir()) == ["demo.csv", "demo.md", "demo.png"]  # no temp files left
+    md, _, _ = write_outputs(c, tmp_path / "results" / "demo", command="python experiments/collect.py x y z",
+                             regenerate="bash make_tables.sh")
+    assert "bash make_tables.sh" in md.read_text() and "x y z" not in md.read_text()
+    assert "9 runs (their dirs: the `path` column of demo.csv)" in md.read_text()
 
 
 def test_cli_writes_outputs(sweep: Path, tmp_path: Path) -> None:
