@@ -388,7 +388,7 @@ def plot(collection: Collection, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (bars, loops) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (bars, loops) = plt.subplots(1, 2, figsize=(14, 6))
     _plot_bars(bars, collection)
     _plot_ser_loops(loops, collection, plt.rcParams["axes.prop_cycle"].by_key()["color"])
     fig.tight_layout()
@@ -417,7 +417,9 @@ def _plot_bars(ax: Any, collection: Collection) -> None:
         xs = [clusters.index(_cluster(g.runs[0].summary, collection.group_by)) + offset for g in members]
         ax.bar(xs, [scale * g.metrics[metric].mean for g in members], width,
                yerr=[scale * (g.metrics[metric].std or 0.0) for g in members], capsize=3, label=name)
-    ax.set_xticks(range(len(clusters)), clusters)
+    many = len(clusters) > 3  # long variant names: slanted and small, or they print over each other
+    ax.set_xticks(range(len(clusters)), clusters, rotation=35 if many else 0, ha="right" if many else "center",
+                  fontsize=6 if many else None)
     ax.set_ylabel(_metric_header(metric))
     ax.set_title(f"final {metric} (mean ± std over seeds)")
     low = min(scale * g.metrics[metric].mean for g in collection.groups)
