@@ -72,7 +72,9 @@ def _check_matches_single_process(run_dir: Path, single_dir: Path, output: str, 
     for got, want in zip(ddp["loops"], single["loops"]):  # float rounding of gloo's gradient sums only
         assert abs(got["val_accuracy"] - want["val_accuracy"]) <= 1 / n_val + 1e-6
         assert abs(got["test_accuracy"] - want["test_accuracy"]) <= 1 / n_test + 1e-6
-        assert got["self_label_accuracy"] == pytest.approx(want["self_label_accuracy"])
+        if want["selected"]:  # the default top-gap cap ranks pairs: a rounding-level score change may swap the
+            # pair at the cap's edge for its neighbour, so allow one swapped pair (two labels) in the selection
+            assert abs(got["self_label_accuracy"] - want["self_label_accuracy"]) <= 2 / want["selected"] + 1e-9
     assert ddp["final"]["loop"] == single["final"]["loop"]
 
     # One set of outputs, written by rank 0 alone: the single-process run's files, nothing more.
