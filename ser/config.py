@@ -182,6 +182,8 @@ def validate_config(cfg: DictConfig) -> None:
     devices = cfg.trainer.get("devices", 1)
     _check(not (cfg.rm.get("freeze_layers") and isinstance(devices, int) and devices > 1), "rm.freeze_layers",
            "replays per-process cached states, which spawned ranks cannot share: use it with one device")
+    _check(not (cfg.rm.get("freeze_layers") and cfg.rm.get("score_compile")), "rm.score_compile",
+           "cannot trace rm.freeze_layers' cached-state replay: set one of them off")
     _check_targets(OmegaConf.to_container(cfg, resolve=False))
 
 

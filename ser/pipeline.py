@@ -143,7 +143,7 @@ class Experiment:
     def _eval_kwargs(self, desc: str) -> dict[str, Any]:
         return {"pad_id": self.tokenizer.pad_token_id, "batch_size": self.cfg.rm.eval_batch_size,
                 "precision": str(self.cfg.rm.get("score_precision") or self.cfg.trainer.precision),
-                "progress": True, "desc": desc}
+                "progress": True, "desc": desc, "compile": bool(self.cfg.rm.get("score_compile", False))}
 
     def train(self, train_pairs: list[PreferencePair], loop: int, weights: list[float] | None = None) -> None:
         maybe_die("train", loop)

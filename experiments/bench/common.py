@@ -137,16 +137,37 @@ def encoder_flops(config: Any, lengths: Sequence[int]) -> int:
     return total
 
 
-def matmul_peak(dtype: torch.dtype, sizes: Sequence[int] = (1024, 2048), seconds: float = 1.0) -> float:
-    """Best GFLOP/s of torch.matmul on square matrices of these sizes (with this process's threads)."""
-    best = 0.0
-    for n in sizes:
-        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-        for _ in range(2):
-            a @ b
-        reps, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            a @ b
-            reps += 1
-        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e9)
+def _gflops(fn: Callable[[torch.Tensor], Any], inputs: Sequence[torch.Tensor], flops: int, seconds: float) -> float:
+    """GFLOP/s of fn over inputs taken in turn (several inputs: no backend may reuse work by pointer)."""
+    for x in inputs:
+        fn(x)
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn(inputs[reps % len(inputs)])
+        reps += 1
+    return flops * reps / (time.perf_counter() - start) / 1e9
+
+
+def matmul_peaks(dtype: torch.dtype, sizes: Sequence[int] = (1024, 2048), seconds: float = 1.0) -> dict[str, float]:
+    """Best GFLOP/s on square matrices of these sizes (this process's threads), per GEMM backend:
+    torch.matmul (MKL or OpenBLAS on CPU) and oneDNN's linear, which compiled scoring runs on.
+    They differ a lot by CPU: on AMD, MKL keeps to its AVX2 kernels while oneDNN uses AVX-512,
+    so the matmul alone would understate the peak by half there."""
+    best = {"matmul": 0.0}
+    onednn = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+    if onednn is not None and torch.backends.mkldnn.is_available():
+        best["onednn"] = 0.0
+    with torch.inference_mode():
+        for n in sizes:
+            xs = [torch.randn(n, n).to(dtype) for _ in range(3)]
+            w, bias = torch.randn(n, n).to(dtype), torch.zeros(n).to(dtype)
+            best["matmul"] = max(best["matmul"], _gflops(lambda x, w=w: x @ w, xs, 2 * n ** 3, seconds))
+            if "onednn" in best:
+                best["onednn"] = max(best["onednn"], _gflops(lambda x, w=w, b=bias: onednn(x, w, b, "none", [], ""), xs,
+                                                             2 * n ** 3, seconds))
     return best
+
+
+def matmul_peak(dtype: torch.dtype, sizes: Sequence[int] = (1024, 2048), seconds: float = 1.0) -> float:
+    """The machine's measured GEMM peak in this dtype: the best backend of `matmul_peaks`."""
+    return max(matmul_peaks(dtype, sizes, seconds).values())

@@ -47,7 +47,7 @@ PRESENTATION_KEYS = ("resume", "paths", "logger", "ckpt_every_n_steps")
 REFERENCE_SCHEDULES = ("seed_only", "full_data")  # schedules that train once and never self-label
 # Settings added after runs were recorded, with the value that reproduces those runs: at that value
 # they are left out of the hash, so the older run dirs still resume (and are still skipped when done).
-NEUTRAL_SETTINGS = {("ser", "labels"): "self"}
+NEUTRAL_SETTINGS = {("ser", "labels"): "self", ("rm", "score_compile"): False}
 TRAINER_PRESENTATION_KEYS = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps", "default_root_dir")
 
 

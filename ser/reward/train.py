@@ -234,12 +234,13 @@ def remove_checkpoint_dir(checkpoint_dir: str | Path) -> None:
 
 
 def pair_rewards(module: RewardModule, features: list[dict], *, pad_id: int, batch_size: int,
-                 precision: str = "32", progress: bool = False, desc: str = "scoring"
+                 precision: str = "32", progress: bool = False, desc: str = "scoring", compile: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(chosen rewards, rejected rewards) for featurised pairs, in input order."""
+    """(chosen rewards, rejected rewards) for featurised pairs, in input order (`compile`: see scoring.py)."""
     ids = [f["chosen_ids"] for f in features] + [f["rejected_ids"] for f in features]
     rewards = score_token_ids(module.model, ids, pad_id=pad_id, pooling=module.pooling, batch_size=batch_size,
-                              device=module.device, precision=precision, progress=progress, desc=desc)
+                              device=module.device, precision=precision, progress=progress, desc=desc,
+                              compile=compile)
     return rewards[: len(features)], rewards[len(features):]
 
 

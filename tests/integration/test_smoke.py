@@ -164,16 +164,32 @@ def test_reference_runs_hash_without_the_ser_group(tmp_path):
     assert digest(["schedule=ser"]) != digest(["schedule=ser", "ser.min_pairs=7"])
 
 
-def test_a_setting_added_later_at_its_neutral_value_keeps_older_run_dirs_resumable(tmp_path):
+@pytest.mark.parametrize(("group", "key", "other"), [("ser", "labels", "oracle"), ("rm", "score_compile", True)])
+def test_a_setting_added_later_at_its_neutral_value_keeps_older_run_dirs_resumable(tmp_path, group, key, other):
     from omegaconf import OmegaConf
 
-    from ser.evolve.state import config_hash
+    from ser.evolve.state import NEUTRAL_SETTINGS, config_hash
 
     resolved = OmegaConf.to_container(compose(SMOKE, tmp_path / "h"), resolve=True)
-    assert resolved["ser"]["labels"] == "self"
-    before_the_setting = {**resolved, "ser": {k: v for k, v in resolved["ser"].items() if k != "labels"}}
+    assert resolved[group][key] == NEUTRAL_SETTINGS[(group, key)]
+    before_the_setting = {**resolved, group: {k: v for k, v in resolved[group].items() if k != key}}
     assert config_hash(resolved) == config_hash(before_the_setting)
-    assert config_hash({**resolved, "ser": {**resolved["ser"], "labels": "oracle"}}) != config_hash(resolved)
+    assert config_hash({**resolved, group: {**resolved[group], key: other}}) != config_hash(resolved)
+
+
+@pytest.mark.slow
+def test_compiled_scoring_runs_the_same_experiment(tmp_path):
+    """rm.score_compile=true (frozen weights, recompiled after each loop's training) must select and
+    score as the eager run does: a stale compiled RM would select loop 2's pairs with loop 0's weights."""
+    from ser import pipeline
+
+    torch.set_num_threads(2)
+    eager = pipeline.run_experiment(compose(SMOKE, tmp_path / "eager"))
+    compiled = pipeline.run_experiment(compose(SMOKE + ["rm.score_compile=true"], tmp_path / "compiled"))
+    assert len(eager["loops"]) == len(compiled["loops"]) >= 3
+    for e, c in zip(eager["loops"], compiled["loops"]):
+        assert c["selected"] == e["selected"]
+        assert c["test_accuracy"] == pytest.approx(e["test_accuracy"], abs=0.02)  # one test pair at most
 
 
 def test_a_failed_multirun_job_says_so_in_its_own_log_before_the_next_job_runs(tmp_path):

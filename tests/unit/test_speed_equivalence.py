@@ -1,6 +1,8 @@
 """The speed-ups change no result: dedup, length-sorted batches, one-pass tokenising, length-grouped
 training batches, bf16 autocast (bounded), and the benchmarks' FLOP count (against torch's counter)."""
 
+import functools
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -183,3 +185,21 @@ def test_compiled_scoring_matches_eager():
     eager = score_token_ids(model, ids, pad_id=tok.pad_token_id, pooling="hf", batch_size=8)
     compiled = score_token_ids(model, ids, pad_id=tok.pad_token_id, pooling="hf", batch_size=8, compile=True)
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_scoring_follows_weight_updates():
+    """The compiled graph freezes the weights as constants: after a training step (in place) or a
+    load_state_dict it must be rebuilt, or every later loop would be scored by the first loop's RM."""
+    model, tok = _model()
+    ids = _random_ids(20, seed=6)
+    score = functools.partial(score_token_ids, model, ids, pad_id=tok.pad_token_id, pooling="hf", batch_size=8)
+    before = score(compile=True)
+    with torch.no_grad():
+        model.classifier.weight.mul_(-2.0)  # in place, as an optimizer step
+    after = score(compile=True)
+    torch.testing.assert_close(after, score(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(after, -2.0 * (before - model.classifier.bias) + model.classifier.bias,
+                               atol=1e-4, rtol=1e-4)
+    model.load_state_dict({k: v * 0.5 for k, v in model.state_dict().items()})
+    torch.testing.assert_close(score(compile=True), score(), atol=1e-5, rtol=1e-5)
