@@ -160,7 +160,8 @@ def validate_config(cfg: DictConfig) -> None:
     _check(ser.max_loops >= 0, "ser.max_loops", f"must be >= 0, got {ser.max_loops}")
     _check(ser.patience >= 1, "ser.patience", f"must be >= 1, got {ser.patience}")
     _check(ser.retrain_from in ("last", "base"), "ser.retrain_from", f"must be last or base, got {ser.retrain_from!r}")
-    _check(ser.final_model in ("best_val", "last"), "ser.final_model", f"must be best_val or last, got {ser.final_model!r}")
+    _check(ser.final_model in ("best_val", "last", "soup"), "ser.final_model",
+           f"must be best_val, last or soup, got {ser.final_model!r}")
     _check(ser.keep_checkpoints in ("all", "best_last"), "ser.keep_checkpoints",
            f"must be all or best_last, got {ser.keep_checkpoints!r}")
     _check(0.0 < splits.seed_fraction <= 1.0, "splits.seed_fraction", f"must be in (0, 1], got {splits.seed_fraction}")

@@ -31,6 +31,7 @@ from ser.data.synthetic import is_stark, pair_kind
 from ser.evolve.agreement import agreement_mask, checkpoint_scores, dropout_scores
 from ser.evolve.confidence import Confidence, fit_temperature
 from ser.evolve.selection import as_pairs, self_label, self_label_accuracy
+from ser.evolve.soup import average_checkpoints
 from ser.evolve.state import LoopState, config_hash
 from ser.evolve.status import Thresholds
 from ser.faults import maybe_die
@@ -412,11 +413,22 @@ class Experiment:
     def finish(self, state: LoopState) -> dict[str, Any]:
         cfg = self.cfg
         loops = state.loops
+        souped: list[int] = []
         if cfg.ser.final_model == "best_val":  # ties go to the later loop: it saw more data
             final = max(reversed(loops), key=lambda e: e["val_accuracy"])
         else:
             final = loops[-1]
-        load_model(self.model, str(self._checkpoint_path(final["loop"])))
+        if cfg.ser.final_model == "soup" and len(loops) > 1:
+            souped = [e["loop"] for e in loops]
+            average_checkpoints(self.model, [self._checkpoint_path(k) for k in souped])
+            metrics = self.evaluate()
+            val, test = metrics["val"], metrics["test"]
+            final = {"loop": loops[-1]["loop"], "val_accuracy": val.get("accuracy"), "test_accuracy": test.get("accuracy"),
+                     "test_ece": test.get("ece"), "reward_mean": test.get("reward_mean"),
+                     "reward_std": test.get("reward_std")}
+            log.info("final RM: the average of the RMs of loops %s (ser.final_model=soup)", souped)
+        else:
+            load_model(self.model, str(self._checkpoint_path(final["loop"])))
         summary = {
             "schedule": self.schedule, "data": cfg.data.name, "rm": cfg.rm.name, "seed": cfg.seed,
             "variant": selection_variant(cfg.ser) if self.schedule == "ser" else NO_VARIANT,
@@ -427,7 +439,7 @@ class Experiment:
             "warnings": state.warnings,
             "final": {"loop": final["loop"], "selected_by": cfg.ser.final_model,
                       "val_accuracy": final["val_accuracy"], "test_accuracy": final["test_accuracy"],
-                      "test_ece": final["test_ece"]},
+                      "test_ece": final["test_ece"], **({"soup_of": souped} if souped else {})},
         }
         if self.writer:
             self._write_outputs(state, final, summary)
@@ -484,6 +496,8 @@ def selection_variant(ser: DictConfig) -> str:
         parts.append(f"from={ser.retrain_from}")
     if ser.get("labels", "self") != "self":
         parts.append(f"labels={ser.labels}")
+    if ser.get("final_model", "best_val") != "best_val":
+        parts.append(f"final={ser.final_model}")
     return " ".join(parts)
 
 

@@ -204,3 +204,24 @@ def test_a_failed_multirun_job_says_so_in_its_own_log_before_the_next_job_runs(t
     log = (failing / "run.log").read_text()
     assert "this job failed" in log and "another config" in log
     assert (sweeps / "experiment=smoke,schedule=seed_only,seed=1" / "summary.json").exists(), "the next job still runs"
+
+
+def test_a_soup_run_exports_the_average_of_its_loops(tmp_path):
+    from safetensors.torch import load_file
+
+    from ser import pipeline
+
+    torch.set_num_threads(2)
+    out = tmp_path / "soup"
+    summary = pipeline.run_experiment(compose(SMOKE + ["ser.final_model=soup", "ser.keep_checkpoints=all"], out))
+    loops = [e["loop"] for e in summary["loops"]]
+    assert len(loops) >= 2 and summary["final"]["soup_of"] == loops and summary["final"]["selected_by"] == "soup"
+    assert summary["variant"].endswith("final=soup")
+    states = [load_file(out / "checkpoints" / f"loop_{k}.safetensors") for k in loops]
+    exported = load_file(out / "final_rm" / "model.safetensors")
+    compared = [k for k in exported if k in states[0] and exported[k].is_floating_point()]
+    assert len(compared) > 10
+    for k in compared:
+        torch.testing.assert_close(exported[k], sum(s[k] for s in states) / len(states), rtol=1e-5, atol=1e-6)
+    # not simply the last loop's head
+    assert not any(torch.equal(exported[k], states[-1][k]) for k in compared if "classifier" in k)
