@@ -16,6 +16,12 @@ if [ "${1:-}" != tables ]; then
   for d in hh_rlhf ultrafeedback summarize stack_exchange; do
     $PY run.py -m experiment=cpu/$d seed=$SEEDS schedule=seed_only,full_data,ser
     $PY run.py -m experiment=cpu/$d seed=$SEEDS schedule=ser ser=calibrated
+    $PY run.py -m experiment=cpu/$d seed=$SEEDS schedule=ser ser.final_model=soup   # final RM: the loops' average
+  done
+  # Fresh seeds, whose test splits no setting was ever chosen on: the three columns and the soup.
+  for d in hh_rlhf summarize ultrafeedback; do
+    $PY run.py -m experiment=cpu/$d seed=3,4,5 schedule=seed_only,ser,full_data
+    $PY run.py -m experiment=cpu/$d seed=3,4,5 schedule=ser ser.final_model=soup
   done
   # Issue 8: each selection rule and noise-robust option (HH, UltraFeedback, TL;DR).
   for d in hh_rlhf summarize ultrafeedback; do
@@ -41,18 +47,23 @@ fi
 shopt -s nullglob  # a pattern with no finished run yet drops out instead of reaching collect.py as text
 collect() { $PY experiments/collect.py "$@" --regenerate "bash experiments/real_data.sh tables" >/dev/null; }
 # The main table: three columns (+ the paper rule on calibrated scores) per dataset.
-collect $S/experiment=cpu_*,schedule=*,seed=? $S/experiment=cpu_*,schedule=ser,seed=?,ser=calibrated \
+collect $S/experiment=cpu_*,schedule=*,seed=[012] $S/experiment=cpu_*,schedule=ser,seed=[012],ser=calibrated \
+    $S/experiment=cpu_*,schedule=ser,seed=[012],ser.final_model=soup \
     --group-by data,rm,schedule,variant --out docs/results/real_cpu_main
+# The same columns on the fresh seeds 3, 4, 5.
+collect $S/experiment=cpu_{hh_rlhf,summarize,ultrafeedback},schedule=*,seed=[345] \
+    $S/experiment=cpu_{hh_rlhf,summarize,ultrafeedback},schedule=ser,seed=[345],ser.final_model=soup \
+    --group-by data,rm,schedule,variant --out docs/results/real_cpu_fresh_seeds
 # Issue 8's rules and options, with the seed-only and full-data references they are measured against.
-collect $S/experiment=cpu_{hh_rlhf,summarize,ultrafeedback},schedule=*,seed=? \
-    $S/experiment=cpu_{hh_rlhf,summarize,ultrafeedback},schedule=ser,seed=?,ser* \
+collect $S/experiment=cpu_{hh_rlhf,summarize,ultrafeedback},schedule=*,seed=[012] \
+    $S/experiment=cpu_{hh_rlhf,summarize,ultrafeedback},schedule=ser,seed=[012],ser* \
     --group-by data,rm,schedule,variant --out docs/results/real_cpu_rules
 # Issue 3's ablations on HH (override lists over 120 characters end in a hash in the dir name).
-collect $S/experiment=cpu_hh_rlhf,schedule=*,seed=? $S/experiment=cpu_hh_rlhf,schedule=*,seed=?,splits.seed_fraction=* \
+collect $S/experiment=cpu_hh_rlhf,schedule=*,seed=[012] $S/experiment=cpu_hh_rlhf,schedule=*,seed=[012],splits.seed_fraction=* \
     --group-by data,rm,schedule,seed_fraction --out docs/results/real_cpu_ablation_seed_fraction
-collect $S/experiment=cpu_hh_rlhf,schedule=seed_only,seed=? $S/experiment=cpu_hh_rlhf,schedule=full_data,seed=? \
-    $S/experiment=cpu_hh_rlhf,schedule=ser,seed=?,ser.confidence=*,ser=calibrated \
-    $S/experiment=cpu_hh_rlhf,schedule=ser,seed=?,ser.rule=*,ser=calibrated \
-    $S/experiment=cpu_hh_rlhf,schedule=ser,seed=?,ser.thresholds* \
-    $S/experiment=cpu_hh_rlhf,schedule=ser,seed=?,ser=calibrated \
+collect $S/experiment=cpu_hh_rlhf,schedule=seed_only,seed=[012] $S/experiment=cpu_hh_rlhf,schedule=full_data,seed=[012] \
+    $S/experiment=cpu_hh_rlhf,schedule=ser,seed=[012],ser.confidence=*,ser=calibrated \
+    $S/experiment=cpu_hh_rlhf,schedule=ser,seed=[012],ser.rule=*,ser=calibrated \
+    $S/experiment=cpu_hh_rlhf,schedule=ser,seed=[012],ser.thresholds* \
+    $S/experiment=cpu_hh_rlhf,schedule=ser,seed=[012],ser=calibrated \
     --group-by data,rm,schedule,variant --out docs/results/real_cpu_ablation_paper_rule
