@@ -43,6 +43,8 @@ if [ "${1:-}" != tables ]; then
       ser.thresholds.tau_high=0.6 ser.thresholds.tau_low=0.4 ser.thresholds.delta=0.4
   # Diagnostic: is a later loop's gain the self-labels or just more training? The seed RM, trained longer.
   $PY run.py -m experiment=cpu/summarize seed=$SEEDS schedule=seed_only rm.epochs=4,8 hydra.sweep.dir=outputs/ser/diagnostics
+  # Diagnostic: TL;DR at 384 tokens instead of 128 (128 cuts 1,770 of 1,771 pairs to the summary and the post's end).
+  $PY run.py -m experiment=cpu/summarize data.max_length=384 seed=$SEEDS schedule=seed_only,ser,full_data
 fi
 shopt -s nullglob  # a pattern with no finished run yet drops out instead of reaching collect.py as text
 collect() { $PY experiments/collect.py "$@" --regenerate "bash experiments/real_data.sh tables" >/dev/null; }
@@ -67,3 +69,6 @@ collect $S/experiment=cpu_hh_rlhf,schedule=seed_only,seed=[012] $S/experiment=cp
     $S/experiment=cpu_hh_rlhf,schedule=ser,seed=[012],ser.thresholds* \
     $S/experiment=cpu_hh_rlhf,schedule=ser,seed=[012],ser=calibrated \
     --group-by data,rm,schedule,variant --out docs/results/real_cpu_ablation_paper_rule
+# The TL;DR length diagnostic (its own table: max_length is not part of the variant string).
+collect $S/data.max_length=384,experiment=cpu_summarize,schedule=*,seed=[012] \
+    --group-by data,rm,schedule,variant --out docs/results/real_cpu_tldr_384
