@@ -43,6 +43,7 @@ from ser.reward.collator import TokenCache, render
 from ser.reward.export import export_reward_model
 from ser.reward.frozen import FrozenPrefix
 from ser.reward.module import RewardModule
+from ser.reward.scoring import scoring_device
 from ser.reward.train import (DieAfterCheckpoint, fit_reward_model, pair_features, pair_metrics, pair_rewards,
                               remove_checkpoint_dir)
 
@@ -144,7 +145,8 @@ class Experiment:
     def _eval_kwargs(self, desc: str) -> dict[str, Any]:
         return {"pad_id": self.tokenizer.pad_token_id, "batch_size": self.cfg.rm.eval_batch_size,
                 "precision": str(self.cfg.rm.get("score_precision") or self.cfg.trainer.precision),
-                "progress": True, "desc": desc, "compile": bool(self.cfg.rm.get("score_compile", False))}
+                "progress": True, "desc": desc, "compile": bool(self.cfg.rm.get("score_compile", False)),
+                "device": scoring_device(self.cfg.trainer.get("accelerator"))}
 
     def train(self, train_pairs: list[PreferencePair], loop: int, weights: list[float] | None = None) -> None:
         maybe_die("train", loop)

@@ -74,6 +74,20 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
+def scoring_device(accelerator: str | None) -> torch.device:
+    """The device a single-process run scores on: the trainer's accelerator.
+
+    Lightning moves the module back to the CPU when `fit` ends, so scoring on the module's own device
+    would score a GPU run's pool, validation and test splits on the CPU.
+    """
+    name = str(accelerator or "cpu").lower()
+    if name in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    if name in ("gpu", "mps", "auto") and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
 def score_token_ids(model: torch.nn.Module, ids: Sequence[Sequence[int]], *, pad_id: int, pooling: str,
                     batch_size: int = 64, device: torch.device | str = "cpu", precision: str = "32",
                     progress: bool = False, desc: str = "scoring", compile: bool = False) -> torch.Tensor:

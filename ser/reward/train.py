@@ -234,9 +234,14 @@ def remove_checkpoint_dir(checkpoint_dir: str | Path) -> None:
 
 
 def pair_rewards(module: RewardModule, features: list[dict], *, pad_id: int, batch_size: int,
-                 precision: str = "32", progress: bool = False, desc: str = "scoring", compile: bool = False
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(chosen rewards, rejected rewards) for featurised pairs, in input order (`compile`: see scoring.py)."""
+                 precision: str = "32", progress: bool = False, desc: str = "scoring", compile: bool = False,
+                 device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen rewards, rejected rewards) for featurised pairs, in input order (`compile`: see scoring.py).
+
+    `device`: moves the module there first (see `scoring_device`); None scores where the module is.
+    """
+    if device is not None and module.device != torch.device(device):
+        module.to(device)
     ids = [f["chosen_ids"] for f in features] + [f["rejected_ids"] for f in features]
     rewards = score_token_ids(module.model, ids, pad_id=pad_id, pooling=module.pooling, batch_size=batch_size,
                               device=module.device, precision=precision, progress=progress, desc=desc,

@@ -177,3 +177,55 @@ def test_bf16_clipping_bounds_the_gradient_norm_the_optimizer_sees():
     assert torch.nn.utils.get_total_norm([p.grad for p in net.parameters()]) > 1.0
     module.configure_gradient_clipping(optimizer, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
     assert torch.nn.utils.get_total_norm([p.grad for p in net.parameters()]) == pytest.approx(1.0, rel=1e-4)
+
+
+@pytest.mark.parametrize("accelerator, cuda, expected", [
+    ("cpu", True, "cpu"), ("gpu", True, "cuda:0"), ("cuda", True, "cuda:0"), ("auto", True, "cuda:0"),
+    ("gpu", False, "cpu"), ("auto", False, "cpu"), (None, True, "cpu"),
+])
+def test_scoring_device_follows_the_trainer_accelerator(accelerator, cuda, expected, monkeypatch):
+    from ser.reward.scoring import scoring_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert scoring_device(accelerator) == torch.device(expected)
+
+
+def test_pipeline_scores_on_the_accelerator_not_where_lightning_left_the_module(monkeypatch):
+    # Lightning moves the module to the CPU when fit ends: a GPU run once scored its pool and splits
+    # on one CPU core (130 s a loop on an H200 instead of seconds). The scoring kwargs must name the GPU.
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from ser.pipeline import Experiment
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    cfg = OmegaConf.create({"rm": {"eval_batch_size": 8}, "trainer": {"accelerator": "gpu", "precision": "bf16-mixed"}})
+    fake = SimpleNamespace(cfg=cfg, tokenizer=SimpleNamespace(pad_token_id=0))
+    assert Experiment._eval_kwargs(fake, "eval")["device"] == torch.device("cuda", 0)
+
+
+def test_pair_rewards_moves_the_module_to_the_scoring_device(monkeypatch):
+    import ser.reward.train as train
+
+    moved, seen = [], {}
+
+    class Module:
+        device, model, pooling = torch.device("cpu"), None, "auto"
+
+        def to(self, device):
+            moved.append(torch.device(device))
+            self.device = torch.device(device)
+            return self
+
+    def fake_score(model, ids, **kwargs):
+        seen.update(kwargs)
+        return torch.zeros(len(ids))
+
+    monkeypatch.setattr(train, "score_token_ids", fake_score)
+    features = [{"chosen_ids": [1, 2], "rejected_ids": [1, 3]}]
+    train.pair_rewards(Module(), features, pad_id=0, batch_size=4, device=torch.device("meta"))
+    assert moved == [torch.device("meta")] and seen["device"] == torch.device("meta")
