@@ -67,7 +67,7 @@ class PPOModule(pl.LightningModule):
                                      temperature)
         ref_logprobs = rl.logprobs_from_logits(ref_logits, rollout.response)
         values = values[:, q - 1:-1]
-        raw_scores = self.reward_fn(prompts, rollout.texts).to(logprobs.dtype)
+        raw_scores = self.reward_fn(prompts, rollout.texts).to(logprobs)  # the RM returns CPU rewards
         scores = rl.apply_eos_penalty(raw_scores, rollout.has_eos, cfg.get("missing_eos_penalty"))
         kl = rl.kl_per_token(logprobs, ref_logprobs, cfg["kl"]["estimator"])
         rewards = rl.token_rewards(scores, kl, mask, self.kl_ctl.value)

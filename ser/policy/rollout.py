@@ -59,7 +59,7 @@ def truncate_at_eos(responses: torch.Tensor, eos_id: int, pad_id: int) -> tuple[
     has_eos = is_eos.any(dim=1)
     # position of the first EOS, or the full length when there is none
     first = torch.where(has_eos, is_eos.long().argmax(dim=1), torch.full_like(has_eos, responses.shape[1], dtype=torch.long))
-    positions = torch.arange(responses.shape[1]).unsqueeze(0)
+    positions = torch.arange(responses.shape[1], device=responses.device).unsqueeze(0)
     mask = (positions <= first.unsqueeze(1)).long()
     return responses.masked_fill(mask == 0, pad_id), mask, has_eos
 
@@ -93,6 +93,8 @@ def generate(model: PolicyWithValue, tokenizer: PreTrainedTokenizerBase, prompt_
              generation: Mapping[str, Any], reference: bool = False) -> Rollout:
     """Sample (or greedily decode) one response per prompt with the policy, or with the reference."""
     query, query_mask = left_pad(prompt_ids, tokenizer.pad_token_id)
+    device = next(model.parameters()).device  # prompts arrive as token-id lists: a GPU policy needs them there
+    query, query_mask = query.to(device), query_mask.to(device)
     do_sample = bool(generation.get("do_sample", True))
     kwargs = {"max_new_tokens": int(generation["max_new_tokens"]), "do_sample": do_sample,
               "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
@@ -117,10 +119,11 @@ class RewardFunction:
     """Scores (prompt, response text) with an exported RM (ser.reward.export.RewardScorer)."""
 
     def __init__(self, rm_dir: str | Path, policy_tokenizer: PreTrainedTokenizerBase | None = None,
-                 normalize: bool = True, batch_size: int = 64, name: str = "RM") -> None:
+                 normalize: bool = True, batch_size: int = 64, name: str = "RM", device: str | torch.device = "cpu"
+                 ) -> None:
         from ser.reward.export import RewardScorer
 
-        self.scorer = RewardScorer.from_pretrained(rm_dir, batch_size=batch_size)
+        self.scorer = RewardScorer.from_pretrained(rm_dir, batch_size=batch_size, device=device)
         self.normalize = normalize
         self.rm_dir = str(rm_dir)
         if policy_tokenizer is not None:

@@ -39,6 +39,7 @@ from ser.policy.dpo import DPOCollator, DPOModule, dpo_features
 from ser.policy.model import PolicyWithValue, load_policy_model
 from ser.policy.ppo import PPOModule
 from ser.policy.rollout import RewardFunction, encode_prompts
+from ser.reward.scoring import scoring_device
 from ser.policy.sft import SFTModule, collate_sequences, sft_features
 
 log = logging.getLogger(__name__)
@@ -275,11 +276,15 @@ def run_policy_schedule(cfg: DictConfig, out: Path) -> dict[str, Any]:
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
     chat = policy_cfg.model.get("chat_template", True)
     eval_ids = encode_prompts(tokenizer, eval_prompts, int(policy_cfg.max_prompt_tokens), chat)
-    judge = RewardFunction(gold_final, tokenizer, normalize=False, name="gold judge")
+    # Lightning hands the policy back on the CPU after each fit: generation, KL and both RMs run on the
+    # trainer's accelerator instead (ser.reward.scoring.scoring_device)
+    device = scoring_device(cfg.trainer.get("accelerator"))
+    judge = RewardFunction(gold_final, tokenizer, normalize=False, name="gold judge", device=device)
     ev = cfg.evaluate
     ev_gen = OmegaConf.to_container(ev.generation, resolve=True)
 
     def evaluate(label: str) -> dict[str, Any]:
+        policy.to(device)
         result = evaluate_policy(policy, tokenizer, eval_prompts, eval_ids, judge, ev_gen,
                                  batch_size=int(ev.batch_size), seed=int(ev.seed))
         log.info("eval %-6s on %d held-out prompts: gold reward %.4f, KL to reference %.3f, length %.1f, EOS %.0f%%",
@@ -294,7 +299,7 @@ def run_policy_schedule(cfg: DictConfig, out: Path) -> dict[str, Any]:
         results["sft"] = evaluate("sft")
     if policy_cfg.algo == "ppo":
         reward_fn = RewardFunction(rm_final, tokenizer, normalize=bool(policy_cfg.ppo.normalize_reward),
-                                   name=f"RM ({rm_schedule})")
+                                   name=f"RM ({rm_schedule})", device=device)
         history = run_ppo(cfg, out, policy, tokenizer, train_prompts, reward_fn, loggers).history
     elif policy_cfg.algo == "dpo":
         history = run_dpo(cfg, out, policy, tokenizer, dpo_pairs(cfg, rm_run, splits), loggers).history

@@ -107,3 +107,10 @@ def test_entropy_and_logprobs():
     logits = torch.zeros(1, 1, 4)  # uniform over 4 tokens
     torch.testing.assert_close(rl.entropy_from_logits(logits), torch.tensor([[math.log(4.0)]]))
     torch.testing.assert_close(rl.logprobs_from_logits(logits, torch.tensor([[3]])), torch.tensor([[-math.log(4.0)]]))
+
+
+def test_truncate_at_eos_stays_on_the_responses_device():
+    # A GPU rollout's responses live on the GPU; a mask built on the CPU would stop PPO at the first step.
+    # The meta device stands in for a second device on a CPU-only machine.
+    out, mask, has_eos = truncate_at_eos(torch.zeros(2, 4, dtype=torch.long, device="meta"), eos_id=2, pad_id=0)
+    assert out.device.type == mask.device.type == has_eos.device.type == "meta"

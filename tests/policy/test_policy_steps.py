@@ -161,3 +161,26 @@ def test_sft_learns_the_response_only_and_becomes_the_new_reference(tiny_policy,
 
     result = evaluate_policy(new, tokenizer, prompts, ids, judge, {"max_new_tokens": 4, "temperature": 1.0})
     assert result["kl_mean"] == pytest.approx(0.0, abs=1e-5)  # PPO's reference is now the SFT model
+
+
+def test_generation_sends_the_prompts_to_the_policys_device(tokenizer_free_prompts=((5, 6), (7,))):
+    # Prompts arrive as token-id lists (the PPO batch and the evaluation): a policy on a GPU must get them
+    # there. The meta device stands in for a second device; the fake policy records what reached it.
+    from types import SimpleNamespace
+
+    class Reached(Exception):
+        pass
+
+    def reach(input_ids, attention_mask, **kwargs):
+        raise Reached(input_ids.device, attention_mask.device)
+
+    class FakePolicy(torch.nn.Module):  # PolicyWithValue's shape: parameters, and .policy.generate
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1, device="meta"))
+            self.policy = SimpleNamespace(generate=reach)
+
+    tokenizer = SimpleNamespace(pad_token_id=0, eos_token_id=1)
+    with pytest.raises(Reached) as reached:
+        generate(FakePolicy(), tokenizer, [list(p) for p in tokenizer_free_prompts], {"max_new_tokens": 2})
+    assert [d.type for d in reached.value.args] == ["meta", "meta"]
