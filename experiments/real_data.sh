@@ -45,6 +45,11 @@ if [ "${1:-}" != tables ]; then
   $PY run.py -m experiment=cpu/summarize seed=$SEEDS schedule=seed_only rm.epochs=4,8 hydra.sweep.dir=outputs/ser/diagnostics
   # Diagnostic: TL;DR at 384 tokens instead of 128 (128 cuts 1,770 of 1,771 pairs to the summary and the post's end).
   $PY run.py -m experiment=cpu/summarize data.max_length=384 seed=$SEEDS schedule=seed_only,ser,full_data
+  # Diagnostic: TL;DR with every block trained at 256 tokens (the GPU table's setting, nearer to it on a CPU).
+  for seeds in $SEEDS 3,4,5; do
+    $PY run.py -m experiment=cpu/summarize rm.freeze_layers=0 data.max_length=256 seed=$seeds \
+        schedule=ser,seed_only,full_data launcher=joblib hydra.launcher.n_jobs=2
+  done
 fi
 shopt -s nullglob  # a pattern with no finished run yet drops out instead of reaching collect.py as text
 collect() { $PY experiments/collect.py "$@" --regenerate "bash experiments/real_data.sh tables" >/dev/null; }
@@ -72,3 +77,7 @@ collect $S/experiment=cpu_hh_rlhf,schedule=seed_only,seed=[012] $S/experiment=cp
 # The TL;DR length diagnostic (its own table: max_length is not part of the variant string).
 collect $S/data.max_length=384,experiment=cpu_summarize,schedule=*,seed=[012] \
     --group-by data,rm,schedule,variant --out docs/results/real_cpu_tldr_384
+collect $S/data.max_length=256,experiment=cpu_summarize,rm.freeze_layers=0,schedule=*,seed=[012] \
+    --group-by data,rm,schedule,variant --out docs/results/real_cpu_tldr_256_unfrozen
+collect $S/data.max_length=256,experiment=cpu_summarize,rm.freeze_layers=0,schedule=*,seed=[345] \
+    --group-by data,rm,schedule,variant --out docs/results/real_cpu_tldr_256_unfrozen_fresh_seeds

@@ -39,8 +39,8 @@ from ser.policy.dpo import DPOCollator, DPOModule, dpo_features
 from ser.policy.model import PolicyWithValue, load_policy_model
 from ser.policy.ppo import PPOModule
 from ser.policy.rollout import RewardFunction, encode_prompts
-from ser.reward.scoring import scoring_device
 from ser.policy.sft import SFTModule, collate_sequences, sft_features
+from ser.reward.scoring import scoring_device
 
 log = logging.getLogger(__name__)
 
