@@ -6,7 +6,10 @@
 
 Runs are grouped by (data, rm, schedule) by default; each group reports mean ± sample std over seeds.
 Where a (data, rm) cell has seed_only, full_data and another schedule, that schedule also gets
-"gap closed": how much of the seed_only -> full_data gap in the metric it closes.
+"gap closed": how much of the seed_only -> full_data gap in the metric it closes. Every schedule beside a
+seed_only reference also gets its paired difference from it, seed by seed: mean, 95% t-interval and
+wins/ties/losses, because a difference of means over 3 seeds says little when the seeds differ more than
+the schedules do.
 """
 
 from __future__ import annotations
@@ -80,6 +83,17 @@ class GapClosed:
     per_seed_note: str = ""
 
 
+@dataclass(frozen=True)
+class PairedDelta:
+    """target - seed_only on the seeds both ran: mean, 95% t-interval (None for one seed), wins/ties/losses."""
+    mean: float
+    ci: tuple[float, float] | None
+    wins: int
+    ties: int
+    losses: int
+    seeds: list[Any]
+
+
 @dataclass
 class Group:
     key: dict[str, Any]
@@ -88,6 +102,7 @@ class Group:
     loops_run: float
     selected_total: float
     gap: GapClosed | None = None
+    delta: PairedDelta | None = None
 
     @property
     def n(self) -> int:
@@ -241,8 +256,28 @@ def gap_closed(target: Group, seed_only: Group, full: Group, metric: str) -> Gap
     return GapClosed(of_means, mean_std(ratios), seeds, of_means_note)
 
 
+def paired_delta(target: Group, seed_only: Group, metric: str) -> PairedDelta | None:
+    """target - seed_only seed by seed; the interval is mean ± t(0.975, n-1) * std / sqrt(n)."""
+    reference = {_order_value(r.seed): r.final.get(metric) for r in seed_only.runs}
+    pairs = [(r.seed, r.final.get(metric), reference.get(_order_value(r.seed))) for r in target.runs]
+    pairs = [(seed, t, s) for seed, t, s in pairs if _is_number(t) and _is_number(s)]
+    if not pairs:
+        return None
+    diffs = [t - s for _, t, s in pairs]
+    mean = statistics.fmean(diffs)
+    ci = None
+    if len(diffs) > 1:
+        from scipy.stats import t as student_t
+
+        half = float(student_t.ppf(0.975, len(diffs) - 1)) * statistics.stdev(diffs) / len(diffs) ** 0.5
+        ci = (mean - half, mean + half)
+    return PairedDelta(mean, ci, sum(d > 0 for d in diffs), sum(d == 0 for d in diffs), sum(d < 0 for d in diffs),
+                       [seed for seed, _, _ in pairs])
+
+
 def add_gaps(groups: list[Group], group_by: Sequence[str], metric: str) -> None:
-    """Give every schedule other than the two references a gap-closed value where both references exist."""
+    """Give every schedule other than the two references a gap-closed value where both references exist,
+    and a paired difference from seed_only where that reference exists."""
     if "schedule" not in group_by:
         return
     by_key = {tuple(g.key.items()): g for g in groups}
@@ -257,6 +292,8 @@ def add_gaps(groups: list[Group], group_by: Sequence[str], metric: str) -> None:
         if group.key["schedule"] in (SEED_ONLY, FULL_DATA):
             continue
         seed_only, full = reference(group, SEED_ONLY), reference(group, FULL_DATA)
+        if seed_only:
+            group.delta = paired_delta(group, seed_only, metric)
         if seed_only and full:
             group.gap = gap_closed(group, seed_only, full, metric)
 
@@ -307,18 +344,34 @@ def _gap_cells(group: Group) -> list[str]:
     return [of_means, per_seed]
 
 
+def _delta_cell(group: Group, metric: str) -> str:
+    """'+1.02 [-2.10, +4.14] 2/0/1' (points for accuracies): mean, 95% CI, wins/ties/losses vs seed_only."""
+    d = group.delta
+    if d is None:
+        return DASH
+    scale, digits = (100, 2) if _is_accuracy(metric) else (1, 3)
+    text = f"{scale * d.mean:+.{digits}f}"
+    if d.ci is not None:
+        text += f" [{scale * d.ci[0]:+.{digits}f}, {scale * d.ci[1]:+.{digits}f}]"
+    text += f" {d.wins}/{d.ties}/{d.losses}"
+    if len(d.seeds) < group.n:
+        text += f" (seeds {', '.join(map(str, d.seeds))})"
+    return text
+
+
 def markdown_table(collection: Collection) -> str:
     metrics = shown_metrics(collection.metric)
     headers = [*collection.group_by, "n", "seeds", *map(_metric_header, metrics), "loops run", "selected_total"]
     with_gap = "schedule" in collection.group_by
     if with_gap:
-        headers += [f"gap closed (of means, {collection.metric})", "gap closed per seed mean ± std"]
+        headers += [f"gap closed (of means, {collection.metric})", "gap closed per seed mean ± std",
+                    "Δ vs seed_only per seed [95% CI] W/T/L"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for g in collection.groups:
         cells = [*(str(v) for v in g.key.values()), str(g.n), ", ".join(map(str, g.seeds)),
                  *(format_metric(m, g.metrics[m]) for m in metrics), f"{g.loops_run:.2f}", f"{g.selected_total:.1f}"]
         if with_gap:
-            cells += _gap_cells(g)
+            cells += [*_gap_cells(g), _delta_cell(g, collection.metric)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

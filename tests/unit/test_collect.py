@@ -216,3 +216,29 @@ def test_per_loop_table_averages_the_runs_that_reached_each_loop(tmp_path: Path)
     assert rows[2]["selected"] == 40 and rows[0]["self_label_accuracy"] is None
     assert rows[1]["final_here"] == 1 and rows[2]["final_here"] == 1
     assert "| synthetic | minilm | ser | 1 | 2 | 100.0 | 80.00 |" in loop_table(collection)
+
+
+def test_paired_delta_vs_seed_only_mean_t_interval_and_wins(tmp_path: Path) -> None:
+    # per seed ser - seed_only = +0.02, -0.01, +0.05 (seed 3 has no seed_only run and is not paired):
+    # mean 0.02, std 0.03, half width t(0.975, 2) * 0.03 / sqrt(3) = 4.302653 * 0.017321 = 0.074524
+    for seed, (s, t) in enumerate([(0.60, 0.62), (0.62, 0.61), (0.64, 0.69)]):
+        write(tmp_path / f"seed_only{seed}", summary("seed_only", seed, s, 0.1))
+        write(tmp_path / f"ser{seed}", summary("ser", seed, t, 0.1))
+    write(tmp_path / "ser3", summary("ser", 3, 0.9, 0.1))
+    c = collect([tmp_path])
+    ser = next(g for g in c.groups if g.key["schedule"] == "ser")
+    assert ser.delta.mean == pytest.approx(0.02)
+    assert ser.delta.ci == pytest.approx((0.02 - 0.074524, 0.02 + 0.074524), abs=1e-6)
+    assert (ser.delta.wins, ser.delta.ties, ser.delta.losses) == (2, 0, 1)
+    assert ser.delta.seeds == [0, 1, 2]
+    assert "| +2.00 [-5.45, +9.45] 2/0/1 (seeds 0, 1, 2) |" in markdown_table(c)
+
+
+def test_paired_delta_counts_ties_and_needs_no_full_data(tmp_path: Path) -> None:
+    write(tmp_path / "a", summary("seed_only", 0, 0.60, 0.1))
+    write(tmp_path / "b", summary("ser", 0, 0.60, 0.1))
+    c = collect([tmp_path])
+    ser = c.groups[1]
+    assert ser.gap is None and ser.delta.ci is None
+    assert (ser.delta.mean, ser.delta.wins, ser.delta.ties, ser.delta.losses) == (0.0, 0, 1, 0)
+    assert markdown_table(c).splitlines()[3].endswith("| — | — | +0.00 0/1/0 |")
