@@ -50,6 +50,13 @@ if [ "${1:-}" != tables ]; then
     $PY run.py -m experiment=cpu/summarize rm.freeze_layers=0 data.max_length=256 seed=$seeds \
         schedule=ser,seed_only,full_data launcher=joblib hydra.launcher.n_jobs=2
   done
+  # Session 7: can 3 seeds decide "SER above seed-only"? The default on seeds 6-11 as well (12 in all with
+  # 0-5), and HH at a 5% seed (where the learning curve is steep) on fresh seeds 3-5.
+  for d in hh_rlhf ultrafeedback summarize; do
+    $PY run.py -m experiment=cpu/$d seed=6,7,8,9,10,11 schedule=seed_only,ser launcher=joblib hydra.launcher.n_jobs=2
+  done
+  $PY run.py -m experiment=cpu/hh_rlhf seed=3,4,5 schedule=seed_only,ser splits.seed_fraction=0.05 \
+      launcher=joblib hydra.launcher.n_jobs=2
 fi
 shopt -s nullglob  # a pattern with no finished run yet drops out instead of reaching collect.py as text
 collect() { $PY experiments/collect.py "$@" --regenerate "bash experiments/real_data.sh tables" >/dev/null; }
@@ -81,3 +88,9 @@ collect $S/data.max_length=256,experiment=cpu_summarize,rm.freeze_layers=0,sched
     --group-by data,rm,schedule,variant --out docs/results/real_cpu_tldr_256_unfrozen
 collect $S/data.max_length=256,experiment=cpu_summarize,rm.freeze_layers=0,schedule=*,seed=[345] \
     --group-by data,rm,schedule,variant --out docs/results/real_cpu_tldr_256_unfrozen_fresh_seeds
+# The default SER against seed-only on 12 seeds (0-11): the paired interval 3 seeds cannot narrow.
+collect $S/experiment=cpu_{hh_rlhf,summarize,ultrafeedback},schedule={seed_only,ser},seed={[0-9],1[01]} \
+    --group-by data,rm,schedule,variant --out docs/results/real_cpu_12_seeds
+# HH at a 5% seed on seeds 0-5 (0-2 were in the seed-fraction ablation before 3-5 ran).
+collect $S/experiment=cpu_hh_rlhf,schedule={seed_only,ser},seed=[0-5],splits.seed_fraction=0.05 \
+    --group-by data,rm,schedule,seed_fraction --out docs/results/real_cpu_hh_seed5pct_6_seeds
