@@ -55,6 +55,9 @@ if [ "${1:-}" != tables ]; then
   for d in hh_rlhf ultrafeedback summarize; do
     $PY run.py -m experiment=cpu/$d seed=6,7,8,9,10,11 schedule=seed_only,ser launcher=joblib hydra.launcher.n_jobs=2
   done
+  for d in hh_rlhf ultrafeedback summarize; do
+    $PY run.py -m experiment=cpu/$d seed=6,7,8,9,10,11 schedule=ser ser.final_model=soup launcher=joblib hydra.launcher.n_jobs=2
+  done
   $PY run.py -m experiment=cpu/hh_rlhf seed=3,4,5 schedule=seed_only,ser splits.seed_fraction=0.05 \
       launcher=joblib hydra.launcher.n_jobs=2
 fi
@@ -90,7 +93,12 @@ collect $S/data.max_length=256,experiment=cpu_summarize,rm.freeze_layers=0,sched
     --group-by data,rm,schedule,variant --out docs/results/real_cpu_tldr_256_unfrozen_fresh_seeds
 # The default SER against seed-only on 12 seeds (0-11): the paired interval 3 seeds cannot narrow.
 collect $S/experiment=cpu_{hh_rlhf,summarize,ultrafeedback},schedule={seed_only,ser},seed={[0-9],1[01]} \
+    $S/experiment=cpu_{hh_rlhf,summarize,ultrafeedback},schedule=ser,seed={[0-9],1[01]},ser.final_model=soup \
     --group-by data,rm,schedule,variant --out docs/results/real_cpu_12_seeds
+# The registered comparison alone: seeds 6-11.
+collect $S/experiment=cpu_{hh_rlhf,summarize,ultrafeedback},schedule={seed_only,ser},seed={[6-9],1[01]} \
+    $S/experiment=cpu_{hh_rlhf,summarize,ultrafeedback},schedule=ser,seed={[6-9],1[01]},ser.final_model=soup \
+    --group-by data,rm,schedule,variant --out docs/results/real_cpu_seeds_6_11
 # HH at a 5% seed on seeds 0-5 (0-2 were in the seed-fraction ablation before 3-5 ran).
 collect $S/experiment=cpu_hh_rlhf,schedule={seed_only,ser},seed=[0-5],splits.seed_fraction=0.05 \
     --group-by data,rm,schedule,seed_fraction --out docs/results/real_cpu_hh_seed5pct_6_seeds
