@@ -62,6 +62,18 @@ class Run:
         return len(self.summary["loops"]) - 1  # loop 0 is the seed RM, not an SER loop
 
     @property
+    def seed_rm_above_chance(self) -> bool | None:
+        """Is the seed RM (loop 0) better than a coin on validation: one-sided binomial test, p < 0.05?
+        None when the run did not record its validation size or loop-0 accuracy."""
+        n_val = (self.summary.get("splits") or {}).get("val")
+        acc = self.summary["loops"][0].get("val_accuracy")
+        if not (_is_number(n_val) and n_val > 0 and _is_number(acc)):
+            return None
+        from scipy.stats import binomtest
+
+        return binomtest(round(acc * n_val), int(n_val), 0.5, alternative="greater").pvalue < 0.05
+
+    @property
     def selected_total(self) -> int:
         """Self-labeled pairs the reported (final) model was trained with."""
         return _final_loop_entry(self.summary)["selected_total"]
@@ -111,6 +123,11 @@ class Group:
     @property
     def seeds(self) -> list[Any]:
         return [r.seed for r in self.runs]
+
+    def above_chance_cell(self) -> str:
+        """'4/12': runs whose seed RM beats a coin on validation (p < 0.05) of those that recorded it."""
+        known = [r.seed_rm_above_chance for r in self.runs if r.seed_rm_above_chance is not None]
+        return f"{sum(known)}/{len(known)}" if known else DASH
 
 
 @dataclass
@@ -366,12 +383,14 @@ def markdown_table(collection: Collection) -> str:
     if with_gap:
         headers += [f"gap closed (of means, {collection.metric})", "gap closed per seed mean ± std",
                     "Δ vs seed_only per seed [95% CI] W/T/L"]
+    headers.append("loop-0 RM above chance on val (binomial p < 0.05)")  # the seed RM: can its self-labels beat coin flips?
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for g in collection.groups:
         cells = [*(str(v) for v in g.key.values()), str(g.n), ", ".join(map(str, g.seeds)),
                  *(format_metric(m, g.metrics[m]) for m in metrics), f"{g.loops_run:.2f}", f"{g.selected_total:.1f}"]
         if with_gap:
             cells += [*_gap_cells(g), _delta_cell(g, collection.metric)]
+        cells.append(g.above_chance_cell())
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -60,6 +60,11 @@ if [ "${1:-}" != tables ]; then
   done
   $PY run.py -m experiment=cpu/hh_rlhf seed=3,4,5 schedule=seed_only,ser splits.seed_fraction=0.05 \
       launcher=joblib hydra.launcher.n_jobs=2
+  # Every block trained on UltraFeedback (already 256 tokens) and HH (at 256), as TL;DR above.
+  $PY run.py -m experiment=cpu/ultrafeedback rm.freeze_layers=0 seed=$SEEDS schedule=ser,seed_only,full_data \
+      launcher=joblib hydra.launcher.n_jobs=2
+  $PY run.py -m experiment=cpu/hh_rlhf rm.freeze_layers=0 data.max_length=256 seed=$SEEDS \
+      schedule=ser,seed_only,full_data launcher=joblib hydra.launcher.n_jobs=2
 fi
 shopt -s nullglob  # a pattern with no finished run yet drops out instead of reaching collect.py as text
 collect() { $PY experiments/collect.py "$@" --regenerate "bash experiments/real_data.sh tables" >/dev/null; }
@@ -99,6 +104,11 @@ collect $S/experiment=cpu_{hh_rlhf,summarize,ultrafeedback},schedule={seed_only,
 collect $S/experiment=cpu_{hh_rlhf,summarize,ultrafeedback},schedule={seed_only,ser},seed={[6-9],1[01]} \
     $S/experiment=cpu_{hh_rlhf,summarize,ultrafeedback},schedule=ser,seed={[6-9],1[01]},ser.final_model=soup \
     --group-by data,rm,schedule,variant --out docs/results/real_cpu_seeds_6_11
+# Every block trained: UltraFeedback, HH at 256 tokens (TL;DR's tables are above).
+collect $S/experiment=cpu_ultrafeedback,rm.freeze_layers=0,schedule=*,seed=[012] \
+    --group-by data,rm,schedule,variant --out docs/results/real_cpu_uf_unfrozen
+collect $S/data.max_length=256,experiment=cpu_hh_rlhf,rm.freeze_layers=0,schedule=*,seed=[012] \
+    --group-by data,rm,schedule,variant --out docs/results/real_cpu_hh_256_unfrozen
 # HH at a 5% seed on seeds 0-5 (0-2 were in the seed-fraction ablation before 3-5 ran).
 collect $S/experiment=cpu_hh_rlhf,schedule={seed_only,ser},seed=[0-5],splits.seed_fraction=0.05 \
     --group-by data,rm,schedule,seed_fraction --out docs/results/real_cpu_hh_seed5pct_6_seeds

@@ -231,7 +231,7 @@ def test_paired_delta_vs_seed_only_mean_t_interval_and_wins(tmp_path: Path) -> N
     assert ser.delta.ci == pytest.approx((0.02 - 0.074524, 0.02 + 0.074524), abs=1e-6)
     assert (ser.delta.wins, ser.delta.ties, ser.delta.losses) == (2, 0, 1)
     assert ser.delta.seeds == [0, 1, 2]
-    assert "| +2.00 [-5.45, +9.45] 2/0/1 (seeds 0, 1, 2) |" in markdown_table(c)
+    assert "| +2.00 [-5.45, +9.45] 2/0/1 (seeds 0, 1, 2) | 0/4 |" in markdown_table(c)
 
 
 def test_paired_delta_counts_ties_and_needs_no_full_data(tmp_path: Path) -> None:
@@ -241,4 +241,20 @@ def test_paired_delta_counts_ties_and_needs_no_full_data(tmp_path: Path) -> None
     ser = c.groups[1]
     assert ser.gap is None and ser.delta.ci is None
     assert (ser.delta.mean, ser.delta.wins, ser.delta.ties, ser.delta.losses) == (0.0, 0, 1, 0)
-    assert markdown_table(c).splitlines()[3].endswith("| — | — | +0.00 0/1/0 |")
+    assert markdown_table(c).splitlines()[3].endswith("| — | — | +0.00 0/1/0 | 0/1 |")
+
+
+def test_seed_rm_above_chance_is_a_one_sided_binomial_test_on_validation(tmp_path: Path) -> None:
+    # 66 validation pairs: 40 right (60.6%) gives P(X >= 40 | n=66, p=0.5) = 0.0543 -> not above chance;
+    # 41 right (62.1%) gives 0.0320 -> above. A run without splits.val is not counted.
+    for seed, right in enumerate([40, 41]):
+        s = summary("ser", seed, 0.7, 0.1)
+        s["loops"][0]["val_accuracy"] = right / 66
+        write(tmp_path / f"ser{seed}", s)
+    unknown = summary("ser", 2, 0.7, 0.1)
+    del unknown["splits"]["val"]
+    write(tmp_path / "ser2", unknown)
+    c = collect([tmp_path])
+    assert [r.seed_rm_above_chance for r in c.runs] == [False, True, None]
+    assert c.groups[0].above_chance_cell() == "1/2"
+    assert markdown_table(c).splitlines()[2].endswith("| 1/2 |")
