@@ -63,6 +63,8 @@ if [ "${1:-}" != tables ]; then
   # Every block trained on UltraFeedback (already 256 tokens) and HH (at 256), as TL;DR above.
   $PY run.py -m experiment=cpu/ultrafeedback rm.freeze_layers=0 seed=$SEEDS schedule=ser,seed_only,full_data \
       launcher=joblib hydra.launcher.n_jobs=2
+  $PY run.py -m experiment=cpu/ultrafeedback rm.freeze_layers=0 seed=3,4,5 schedule=ser,seed_only \
+      launcher=joblib hydra.launcher.n_jobs=2   # fresh seeds
   $PY run.py -m experiment=cpu/hh_rlhf rm.freeze_layers=0 data.max_length=256 seed=$SEEDS \
       schedule=ser,seed_only launcher=joblib hydra.launcher.n_jobs=2   # no full_data: ~40% of the time
 fi
@@ -107,6 +109,8 @@ collect $S/experiment=cpu_{hh_rlhf,summarize,ultrafeedback},schedule={seed_only,
 # Every block trained: UltraFeedback, HH at 256 tokens (TL;DR's tables are above).
 collect $S/experiment=cpu_ultrafeedback,rm.freeze_layers=0,schedule=*,seed=[012] \
     --group-by data,rm,schedule,variant --out docs/results/real_cpu_uf_unfrozen
+collect $S/experiment=cpu_ultrafeedback,rm.freeze_layers=0,schedule=*,seed=[345] \
+    --group-by data,rm,schedule,variant --out docs/results/real_cpu_uf_unfrozen_fresh_seeds
 collect $S/data.max_length=256,experiment=cpu_hh_rlhf,rm.freeze_layers=0,schedule=*,seed=[012] \
     --group-by data,rm,schedule,variant --out docs/results/real_cpu_hh_256_unfrozen
 # HH at a 5% seed on seeds 0-5 (0-2 were in the seed-fraction ablation before 3-5 ran).
