@@ -14,7 +14,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ser.config import ConfigError, apply_thread_limit, check_launch, validate_config  # also registers resolvers
+from ser.config import apply_thread_limit, check_launch, validate_config  # also registers resolvers
+from ser.core import ConfigError
 
 log = logging.getLogger("ser")
 
@@ -49,7 +50,7 @@ def main(cfg: DictConfig) -> float:
         log.error("%s", err)
         raise
     apply_thread_limit()
-    from ser.pipeline import run_experiment  # heavy imports only after the config is known good
+    from ser.tasks.run import run_experiment  # heavy imports only after the config is known good
 
     try:
         summary = run_experiment(cfg)

@@ -1,7 +1,9 @@
-"""What a person sees: the per-loop console table and the accuracy-per-loop plot."""
+"""What a person sees: a line per finished loop, the loop table at the end, the accuracy-per-loop plot,
+and every configured logger (CSV, wandb) fed the same per-loop metrics."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,6 +11,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+log = logging.getLogger("ser")
 
 
 def _pct(value: float | None) -> str:
@@ -37,8 +41,10 @@ def plot_loops(loops: Sequence[dict[str, Any]], path: Path, title: str = "") -> 
 
     xs = [e["loop"] for e in loops]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(xs, [100 * e["val_accuracy"] for e in loops], "o-", label="validation accuracy")
-    ax.plot(xs, [100 * e["test_accuracy"] for e in loops], "s-", label="test accuracy")
+    for key, style, label in (("val_accuracy", "o-", "validation accuracy"), ("test_accuracy", "s-", "test accuracy")):
+        points = [(e["loop"], 100 * e[key]) for e in loops if e.get(key) is not None]  # a split may be empty
+        if points:
+            ax.plot(*zip(*points), style, label=label)
     sl = [(e["loop"], 100 * e["self_label_accuracy"]) for e in loops if e["self_label_accuracy"] is not None]
     if sl:
         ax.plot(*zip(*sl), "^--", label="self-label accuracy")
@@ -60,3 +66,35 @@ def plot_loops(loops: Sequence[dict[str, Any]], path: Path, title: str = "") -> 
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def loop_line(e: dict[str, Any]) -> str:
+    """One finished loop in one line: the console's running record of the run."""
+    return (f"loop {e['loop']} · status {e['status'] or 'seed'} · selected {e['selected']} (total {e['selected_total']})"
+            f" · self-label {_pct(e['self_label_accuracy'])}% · val {_pct(e['val_accuracy'])}%"
+            f" · test {_pct(e['test_accuracy'])}% · {e['seconds']:.0f} s")
+
+
+class Reporter:
+    """Console, plot and loggers of one run; only the writing rank (rank 0) reports."""
+
+    def __init__(self, loggers: list, title: str, plot_path: Path, enabled: bool = True) -> None:
+        self.loggers, self.title, self.plot_path, self.enabled = loggers, title, plot_path, enabled
+
+    def loop(self, entry: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        for lg in self.loggers:
+            lg.log_metrics({f"loop/{k}": v for k, v in entry.items() if isinstance(v, (int, float)) and v is not None},
+                           step=entry["loop"])
+        log.info("%s", loop_line(entry))
+
+    def finish(self, loops: Sequence[dict[str, Any]], final: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        print_loop_table(loops, title=self.title)
+        plot_loops(loops, self.plot_path, title=self.title)
+        for lg in self.loggers:
+            lg.log_metrics({k: v for k, v in (("final/test_accuracy", final.get("test_accuracy")),
+                                              ("final/test_ece", final.get("test_ece"))) if v is not None}, step=len(loops))
+            lg.finalize("success")

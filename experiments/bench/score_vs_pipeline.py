@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from transformers import pipeline
 
-    from ser.reward.collator import DEFAULT_TEMPLATE, TokenCache, render
+    from ser.data.tokens import DEFAULT_TEMPLATE, TokenCache, render
     from ser.reward.scoring import score_texts
 
     info = machine()

@@ -32,8 +32,9 @@ POOL_SHARE = 0.8 * 0.85  # the pool's share of the data: 1 - test_fraction, time
 def one_run(pool: int, rm: str, workdir: Path, threads: int | None = 1) -> dict:
     n_pairs = round(pool / POOL_SHARE)
     args = ["experiment=smoke", f"rm={rm}", f"data.synthetic.n_pairs={n_pairs}", "splits.seed_fraction=0.15",
-            "ser.max_loops=1", "ser.patience=5", "rm.epochs=1", "ser=union", "ser.min_pairs=1",
-            "ser.confidence=pairwise", "ser.thresholds.delta=0.0", "ser.top_fraction=0.5"]  # keep half the pool
+            "ser.phases=[1]", "ser.patience=5", "rm.epochs=1", "ser=paper", "ser.min_pairs=1",
+            "ser.confidence._target_=ser.evolve.confidence.Pairwise", "ser.rule.tau_high=0.5", "ser.rule.tau_low=0.5",
+            "ser.top_fraction=0.5"]  # keep half the pool
     if rm != "tiny":
         args += ["rm.optimizer.lr=5e-5", "data.max_length=128"]
     env = {**os.environ, "PROJECT_ROOT": str(workdir), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",

@@ -34,8 +34,8 @@ LR, WEIGHT_DECAY, WARMUP, CLIP = 5e-5, 0.01, 0.1, 1.0
 
 
 def features(pairs, tokenizer, max_length: int) -> list[dict]:
-    from ser.reward.collator import DEFAULT_TEMPLATE, TokenCache
-    from ser.reward.train import pair_features
+    from ser.data.tokens import DEFAULT_TEMPLATE, TokenCache
+    from ser.data.prepare import pair_features
 
     return pair_features(pairs, TokenCache(tokenizer, max_length), DEFAULT_TEMPLATE)
 

@@ -6,12 +6,14 @@ continues after its last finished loop, with the same selections and the same we
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ser.core import REFERENCE_SCHEDULES
 from ser.io import atomic_write_json, read_json
 
 STATE_FILE = "state.json"
@@ -36,15 +38,24 @@ class LoopState:
     def save(self, out_dir: Path) -> None:
         atomic_write_json(out_dir / STATE_FILE, asdict(self))
 
+    def copy(self) -> "LoopState":
+        return copy.deepcopy(self)
+
     @classmethod
     def load(cls, out_dir: Path) -> "LoopState | None":
+        """The saved state, or None; a damaged file is an error naming it and the way to start over."""
         path = out_dir / STATE_FILE
-        return cls(**read_json(path)) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return cls(**read_json(path))
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
+            raise RuntimeError(f"{path}: the saved loop state is damaged ({type(err).__name__}: {err}); "
+                               "start this run over with resume=false, or use another run dir") from None
 
 
 # Settings that cannot change results: a resumed run may differ in these, and in nothing else.
 PRESENTATION_KEYS = ("resume", "paths", "logger", "ckpt_every_n_steps")
-REFERENCE_SCHEDULES = ("seed_only", "full_data")  # schedules that train once and never self-label
 # Settings added after runs were recorded, with the value that reproduces those runs: at that value
 # they are left out of the hash, so the older run dirs still resume (and are still skipped when done).
 NEUTRAL_SETTINGS = {("ser", "labels"): "self", ("rm", "score_compile"): False}
@@ -55,7 +66,8 @@ def config_hash(resolved: dict[str, Any]) -> str:
     """Hash of the settings that decide results; a resumed run must match it exactly."""
     kept = {k: v for k, v in resolved.items() if k not in PRESENTATION_KEYS}
     if (kept.get("schedule") or {}).get("name") in REFERENCE_SCHEDULES:
-        kept.pop("ser", None)  # never read by a reference run: retuning SER must not orphan its seed/full columns
+        for group in ("ser", "phases"):  # never read by a reference run: retuning SER must not orphan its columns
+            kept.pop(group, None)
     for (group, key), neutral in NEUTRAL_SETTINGS.items():
         if isinstance(kept.get(group), dict) and kept[group].get(key) == neutral:
             kept[group] = {k: v for k, v in kept[group].items() if k != key}

@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+
+from ser.locks import fill_once
 
 log = logging.getLogger(__name__)
 
@@ -62,24 +65,31 @@ def convert_gguf_to_safetensors(source: Mapping[str, Any]) -> Path:
     """Dequantise a GGUF model once into a safetensors directory and return that directory.
 
     transformers loads GGUF but marks the model quantized, which blocks training and saving;
-    a plain safetensors copy avoids both. Later runs reuse the cache.
+    a plain safetensors copy avoids both. Later runs reuse the cache; parallel jobs of a sweep on an
+    empty cache convert it once (the first, under a lock), the others wait for it.
     """
     gguf = _gguf_path(source)
     cache = Path(os.path.expanduser(source["cache_dir"]))
-    if (cache / "config.json").exists() and any(cache.glob("*.safetensors")):
-        return cache
-    if not gguf.exists():
-        raise FileNotFoundError(f"rm.source.gguf_file: {gguf} does not exist")
-    log.info("Converting %s to a safetensors cache in %s (once)", gguf, cache)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model.config.quantization_config = None
-    if hasattr(model, "hf_quantizer"):
-        model.hf_quantizer = None
-    tmp = cache.with_name(cache.name + ".tmp")
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(cache)  # atomic: a killed conversion never leaves a half cache behind
+
+    def complete() -> bool:
+        return (cache / "config.json").exists() and any(cache.glob("*.safetensors"))
+
+    def convert() -> None:
+        if not gguf.exists():
+            raise FileNotFoundError(f"rm.source.gguf_file: {gguf} does not exist")
+        log.info("Converting %s to a safetensors cache in %s (once)", gguf, cache)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model.config.quantization_config = None
+        if hasattr(model, "hf_quantizer"):
+            model.hf_quantizer = None
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(cache)  # atomic: a killed conversion never leaves a half cache behind
+
+    fill_once(cache, complete, convert)
     return cache
 
 

@@ -1,4 +1,4 @@
-"""Tokenise (prompt, response) texts once and stack chosen then rejected into one padded batch."""
+"""Stack chosen then rejected into one padded batch (one forward pass scores both sides)."""
 
 from __future__ import annotations
 
@@ -6,45 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedTokenizerBase
 
-DEFAULT_TEMPLATE = "Question: {prompt}\n\nAnswer: {response}"  # the official SER scripts' format
-
-
-def render(template: str, prompt: str, response: str) -> str:
-    return template.format(prompt=prompt, response=response)
-
-
-@dataclass
-class TokenCache:
-    """Token ids per distinct text, computed once per run and reused by every loop."""
-
-    tokenizer: PreTrainedTokenizerBase
-    max_length: int
-    _ids: dict[str, list[int]] = None  # type: ignore[assignment]
-    _full_length: dict[str, int] = None  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        self._ids, self._full_length = {}, {}
-
-    def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._ids))
-        if missing:
-            full = self.tokenizer(missing, truncation=False, add_special_tokens=True)["input_ids"]
-            # A text that fits tokenises the same with or without truncation: only overlong ones go again.
-            over = [i for i, f in enumerate(full) if len(f) > self.max_length]
-            cut = self.tokenizer([missing[i] for i in over], truncation=True, max_length=self.max_length,
-                                 add_special_tokens=True)["input_ids"] if over else []
-            for text, f in zip(missing, full):
-                self._full_length[text] = len(f)
-                self._ids[text] = f
-            for i, c in zip(over, cut):
-                self._ids[missing[i]] = c
-        return [self._ids[t] for t in texts]
-
-    def is_truncated(self, text: str) -> bool:
-        self.encode([text])
-        return self._full_length[text] > self.max_length
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:

@@ -156,17 +156,6 @@ def distributed_pair_rewards(module: torch.nn.Module, features: list[dict], *, p
     return rewards[: len(features)], rewards[len(features):]
 
 
-def fsdp_strategy(sharding_strategy: str = "FULL_SHARD", min_params_per_unit: int = 50_000_000,
-                  state_dict_type: str = "full", **kwargs: Any) -> pl.strategies.FSDPStrategy:
-    """Lightning's FSDPStrategy with size-based wrapping: any submodule of >= `min_params_per_unit`
-    parameters becomes its own shard unit, whatever the architecture (no layer class to name)."""
-    from torch.distributed.fsdp.wrap import size_based_auto_wrap_policy
-
-    policy = functools.partial(size_based_auto_wrap_policy, min_num_params=int(min_params_per_unit))
-    return pl.strategies.FSDPStrategy(sharding_strategy=sharding_strategy, auto_wrap_policy=policy,
-                                      state_dict_type=state_dict_type, **kwargs)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Score (prompt, response) rows of a jsonl file with an exported RM, across torchrun's ranks."""
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -180,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import os
 
     from ser.io import atomic_write_jsonl
-    from ser.reward.collator import render
+    from ser.data.tokens import render
     from ser.reward.export import RewardScorer
 
     rows = [json.loads(line) for line in Path(args.pairs).read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -18,7 +18,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
 from ser.io import atomic_write_json
-from ser.reward.collator import DEFAULT_TEMPLATE, TokenCache, render
+from ser.data.tokens import DEFAULT_TEMPLATE, TokenCache, render
 from ser.reward.module import resolve_pooling
 from ser.reward.scoring import score_texts
 

@@ -23,6 +23,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ser.locks import fill_once
+
 log = logging.getLogger(__name__)
 
 BLOCK_LIST_NAMES = ("layer", "layers", "h", "block")
@@ -149,28 +151,35 @@ class FrozenPrefix:
         return digest.hexdigest()[:24]
 
     def build_with_disk_cache(self, sequences: Sequence[Sequence[int]], cache_dir: str | Path | None) -> str:
-        """`build`, loading the states from `cache_dir` when a run already computed them (else saving them)."""
+        """`build`, loading the states from `cache_dir` when a run already computed them (else saving them).
+
+        Parallel jobs of a sweep over the same texts compute the file once: the first fills it under a
+        lock (ser/locks.py), the others wait and load it.
+        """
         if not cache_dir:
             self.build(sequences)
             return "computed"
         path = Path(cache_dir).expanduser() / f"frozen-{self.fingerprint(sequences)}.safetensors"
-        if path.exists():
-            stored = load_file(str(path))
-            ids, lengths, states = stored["ids"].tolist(), stored["lengths"].tolist(), stored["states"]
-            self.tuple_output = bool(stored["tuple_output"].item())
-            start = 0
-            for n, hidden in zip(lengths, states.split(lengths)):
-                self.cache[tuple(ids[start:start + n])] = hidden
-                start += n
-            return f"loaded from {path}"
+        filled = fill_once(path, path.exists, lambda: self._compute_and_save(sequences, path))
+        if filled is not None:
+            return filled
+        stored = load_file(str(path))
+        ids, lengths, states = stored["ids"].tolist(), stored["lengths"].tolist(), stored["states"]
+        self.tuple_output = bool(stored["tuple_output"].item())
+        start = 0
+        for n, hidden in zip(lengths, states.split(lengths)):
+            self.cache[tuple(ids[start:start + n])] = hidden
+            start += n
+        return f"loaded from {path}"
+
+    def _compute_and_save(self, sequences: Sequence[Sequence[int]], path: Path) -> str:
         self.build(sequences)
         seqs = sorted(set(map(tuple, sequences)))
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"ids": torch.tensor([t for s in seqs for t in s], dtype=torch.int64),
                    "lengths": torch.tensor([len(s) for s in seqs], dtype=torch.int64),
                    "states": torch.cat([self.cache[s] for s in seqs]).contiguous(),
                    "tuple_output": torch.tensor(int(self.tuple_output))}
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # per process: parallel jobs of a sweep may race here
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         save_file(tensors, str(tmp))
         tmp.replace(path)  # atomic: a killed run never leaves a torn cache file
         return f"computed and saved to {path}"

@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ser.reward.collator import TokenCache, pad_batch
+from ser.data.tokens import TokenCache
+from ser.reward.collator import pad_batch
 from ser.reward.frozen import frozen_prefix
 from ser.reward.module import compute_rewards
 

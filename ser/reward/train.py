@@ -17,23 +17,14 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
-from ser.data.schema import PreferencePair
-from ser.faults import maybe_die
-from ser.reward.collator import PairCollator, TokenCache, render
+from ser.events import emit
+from ser.reward.collator import PairCollator
 from ser.reward.metrics import PairwiseMetrics
 from ser.reward.module import RewardModule
 from ser.reward.scoring import score_token_ids
 
 log = logging.getLogger(__name__)
 LAST_CKPT = "last.ckpt"
-
-
-def pair_features(pairs: Sequence[PreferencePair], cache: TokenCache, template: str,
-                  weights: Sequence[float] | None = None) -> list[dict[str, Any]]:
-    chosen = cache.encode([render(template, p.prompt, p.chosen) for p in pairs])
-    rejected = cache.encode([render(template, p.prompt, p.rejected) for p in pairs])
-    weights = weights if weights is not None else [1.0] * len(pairs)
-    return [{"chosen_ids": c, "rejected_ids": r, "weight": w} for c, r, w in zip(chosen, rejected, weights)]
 
 
 def _rank_and_world() -> tuple[int, int]:
@@ -212,20 +203,18 @@ class CheckpointTag(pl.Callback):
             atomic_write_text(self.path, self.tag + "\n")
 
 
-class DieAfterCheckpoint(pl.Callback):
-    """Test hook (ser/faults.py, phase `midloop`): kills the process at the first training step after
-    loop k wrote its first mid-loop checkpoint. A no-op unless the fault variable names that phase."""
+class AnnounceSteps(pl.Callback):
+    """Emits `train_step` before each training step and `checkpoint_saved` after each mid-loop
+    checkpoint (ser/events.py), so observers (a test's fault hook, a profiler) can act at exact points."""
 
     def __init__(self, loop: int) -> None:
-        self.loop, self.saved_at = loop, None
+        self.loop = loop
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        if self.saved_at is None:
-            self.saved_at = trainer.global_step
+        emit("checkpoint_saved", loop=self.loop, step=trainer.global_step)
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        if self.saved_at is not None and trainer.global_step > self.saved_at:
-            maybe_die("midloop", self.loop)
+        emit("train_step", loop=self.loop, step=trainer.global_step)
 
 
 def remove_checkpoint_dir(checkpoint_dir: str | Path) -> None:

@@ -10,11 +10,11 @@ from hydra.utils import instantiate
 from ser.config import ConfigError, validate_config
 from tests.conftest import ROOT, compose
 
-GROUPS = ["data", "rm", "ser", "schedule", "trainer", "logger"]
+GROUPS = ["data", "rm", "ser", "phases", "schedule", "trainer", "logger"]
 
 
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml") if not p.stem.startswith("_"))  # _: partials
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
@@ -44,9 +44,15 @@ def test_every_experiment_composes(experiment, tmp_path):
 @pytest.mark.parametrize("override,needle", [
     ("splits.seed_fraction=0", "splits.seed_fraction"),
     ("splits.seed_fraction=1.5", "splits.seed_fraction"),
-    ("ser.thresholds.tau_low=0.6", "ser.thresholds.tau_low"),
+    ("ser.rule.tau_low=0.6", "ser.rule.tau_low"),
     ("ser.rule=majority", "ser.rule"),
     ("ser.confidence=vibes", "ser.confidence"),
+    ("ser.rule._target_=ser.evolve.rules.Nope", "ser.rule"),
+    ("ser.rule.status2_kind=wide", "ser.rule.status2_kind"),
+    ("ser.phases=[] phases=paper", "ser.phases"),
+    ("ser.phases=[1,0]", "ser.phases"),
+    ("ser.phases=[1,2] phases=union", "ser.phases"),
+    ("phases.statuses=[]", "phases"),
     ("ser.min_pairs=0", "ser.min_pairs"),
     ("ser.retrain_from=yesterday", "ser.retrain_from"),
     ("ser.labels=gold", "ser.labels"),
@@ -85,7 +91,8 @@ def _cli(args: list[str], cwd: Path, timeout: int = 120) -> subprocess.Completed
 
 @pytest.mark.parametrize("args,needle", [
     (["splits.seed_fraction=1.5"], "splits.seed_fraction"),
-    (["ser.thresholds.tau_low=0.7"], "tau_low"),
+    (["ser.rule.tau_low=0.7"], "tau_low"),
+    (["ser.phases=[1,3]"], "ser.phases"),
     (["ser.tau_hgh=0.6"], "tau_hgh"),  # Hydra refuses an unknown key at compose time
     (["data=generic", "data.source.path=/no/such/file.jsonl"], "/no/such/file.jsonl"),
 ])

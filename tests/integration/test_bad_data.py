@@ -25,13 +25,13 @@ def _write_jsonl_with_bad_rows(path):
 
 
 def test_bad_rows_are_counted_per_reason_with_file_and_row(tmp_path):
-    from ser import pipeline
+    from ser.tasks.run import run_experiment
 
     data = tmp_path / "prefs.jsonl"
     _write_jsonl_with_bad_rows(data)
     cfg = compose(["experiment=smoke", "schedule=seed_only", "data=generic", f"data.source.path={data}",
                    "data.max_length=56", "data.overlong=drop"], tmp_path / "run")
-    pipeline.run_experiment(cfg)
+    run_experiment(cfg)
     report = json.loads((tmp_path / "run" / "data_report.json").read_text())
     source = report["sources"][0]
     assert source["rows_read"] == 306 and source["pairs_kept"] == 300
@@ -40,15 +40,16 @@ def test_bad_rows_are_counted_per_reason_with_file_and_row(tmp_path):
     assert any("prefs.jsonl, row 100" in e and "missing_field" in e for e in source["examples"])
     overlong = report["overlong"]
     assert overlong["policy"] == "drop" and overlong["overlong_pairs"] > 0
-    assert sum(report["splits"].values()) == 300 - overlong["overlong_pairs"]
+    assert sum(report["splits_loaded"].values()) == 300  # split by prompt first, then overlong pairs dropped
+    assert sum(report["splits"].values()) == 300 - overlong["overlong_pairs"] - overlong["test_overlong_pairs"]
 
 
 def test_a_file_without_valid_pairs_is_an_error_naming_it(tmp_path):
-    from ser import pipeline
+    from ser.tasks.run import run_experiment
 
     data = tmp_path / "empty_text.jsonl"
     data.write_text(json.dumps({"id": "1", "prompt": "q", "chosen": "", "rejected": "b"}) + "\n")
     cfg = compose(["experiment=smoke", "schedule=seed_only", "data=generic", f"data.source.path={data}"],
                   tmp_path / "run")
     with pytest.raises(ValueError, match="empty_text.jsonl"):
-        pipeline.run_experiment(cfg)
+        run_experiment(cfg)

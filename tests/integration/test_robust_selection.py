@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from ser.pipeline import run_experiment
+from ser.tasks.run import run_experiment
 from tests.conftest import compose
 
-ROBUST = ["experiment=smoke", "ser=top_gap", "ser.weighting=confidence", "ser.relabel=drop",
+# min_pairs 10: loop 1's status 1 keeps ~50 straddling pairs, loop 2's only ~6 of the rest: a switch
+ROBUST = ["experiment=smoke", "ser=top_gap", "phases=adaptive", "ser.min_pairs=10", "ser.weighting=confidence", "ser.relabel=drop",
           "ser.agreement.kind=dropout", "ser.agreement.min_fraction=0.75", "logger=csv"]
 
 
@@ -43,13 +44,14 @@ def test_robust_options_leave_their_trace(robust_run):
     assert 0 < loop2["agreeing"] <= summary["splits"]["pool"]
     rows = [json.loads(line) for line in (out / "selflabels" / "loop_1.jsonl").read_text().splitlines()]
     assert rows and all(0.0 <= r["weight"] <= 1.0 for r in rows)
-    assert summary["variant"] == "paper/percentile(0.5,0.5,0) top25% weight=confidence relabel=drop agree=dropoutx4@0.75"
+    assert summary["variant"] == ("top_gap: adaptive percentile(0.5/0.5/0,s2=band>=0.25) top25% weighting=confidence "
+                                  "relabel=drop agree=dropoutx4@0.75")
     assert len({round(r["weight"], 6) for r in rows}) > 1  # weights follow each pair's gap, not a constant
 
 
 def test_a_rule_that_selects_nothing_says_so(tmp_path):
     # min_pairs above the pool: loop 1 stops at once, loudly, and the summary carries why
-    summary = run_experiment(compose(["experiment=smoke", "ser.min_pairs=100000", "ser.max_loops=1",
+    summary = run_experiment(compose(["experiment=smoke", "ser.min_pairs=100000", "ser.phases=[1]",
                                       "logger=csv"], tmp_path))
     assert len(summary["loops"]) == 1
     assert summary["warnings"] and "< min_pairs 100000" in summary["warnings"][0]
@@ -57,7 +59,7 @@ def test_a_rule_that_selects_nothing_says_so(tmp_path):
 
 
 def test_oracle_labels_train_on_human_labels_and_report_what_the_rm_thought(tmp_path):
-    summary = run_experiment(compose(["experiment=smoke", "ser=top_gap", "ser.labels=oracle", "ser.max_loops=1",
+    summary = run_experiment(compose(["experiment=smoke", "ser=top_gap", "ser.labels=oracle", "ser.phases=[1]",
                                       "logger=csv"], tmp_path))
     rows = [json.loads(line) for line in (tmp_path / "selflabels" / "loop_1.jsonl").read_text().splitlines()]
     assert rows and all(r["label_source"] == "human" for r in rows)

@@ -89,13 +89,16 @@ def _summary_without_timing(summary: dict) -> dict:
 
 def test_interrupted_run_resumes_after_its_last_finished_loop(tmp_path, monkeypatch):
     """Kill the run after loop 1 is saved; the same command resumes at loop 2 and ends as an uninterrupted run."""
-    from ser import pipeline
+    from ser.tasks.run import run_experiment
 
     torch.set_num_threads(2)
-    full = pipeline.run_experiment(compose(SMOKE, tmp_path / "full"))
-    assert len(full["loops"]) == 3, "smoke must run two SER loops for this test to mean anything"
+    full = run_experiment(compose(SMOKE, tmp_path / "full"))
+    assert len(full["loops"]) == 4, "smoke must run three SER loops for this test to mean anything"
 
-    real_record = pipeline.Experiment.record
+    from ser.evolve.loop import SERLoop
+    from ser.reward.trainer import RMTrainer
+
+    real_record = SERLoop.record
 
     def record_then_die(self, state, loop, *args, **kwargs):
         entry = real_record(self, state, loop, *args, **kwargs)
@@ -103,44 +106,46 @@ def test_interrupted_run_resumes_after_its_last_finished_loop(tmp_path, monkeypa
             raise KeyboardInterrupt("simulated kill after loop 1")
         return entry
 
-    monkeypatch.setattr(pipeline.Experiment, "record", record_then_die)
+    monkeypatch.setattr(SERLoop, "record", record_then_die)
     cfg = compose(SMOKE, tmp_path / "resumed")
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run_experiment(cfg)
+        run_experiment(cfg)
     assert not (tmp_path / "resumed" / "summary.json").exists()
-    monkeypatch.setattr(pipeline.Experiment, "record", real_record)
+    monkeypatch.setattr(SERLoop, "record", real_record)
 
     trained: list[int] = []
-    real_train = pipeline.Experiment.train
-    monkeypatch.setattr(pipeline.Experiment, "train",
-                        lambda self, pairs, loop, weights=None: (trained.append(loop), real_train(self, pairs, loop, weights))[1])
-    resumed = pipeline.run_experiment(compose(SMOKE, tmp_path / "resumed"))
-    assert trained == [2], "finished loops 0 and 1 must not be retrained"
+    real_train = RMTrainer.train
+    monkeypatch.setattr(RMTrainer, "train", lambda self, features, val, loop, **kw:
+                        (trained.append(loop), real_train(self, features, val, loop, **kw))[1])
+    resumed = run_experiment(compose(SMOKE, tmp_path / "resumed"))
+    assert trained == [2, 3], "finished loops 0 and 1 must not be retrained"
     assert _summary_without_timing(resumed) == _summary_without_timing(full)
 
 
 def test_resume_refuses_a_run_dir_with_another_config(tmp_path):
-    from ser import pipeline
+    from ser.tasks.run import run_experiment
 
-    pipeline.run_experiment(compose(SMOKE + ["ser.max_loops=0"], tmp_path / "run"))
+    run_experiment(compose(SMOKE + ["ser.phases=[1]"], tmp_path / "run"))
     with pytest.raises(RuntimeError, match="another config"):
-        pipeline.run_experiment(compose(SMOKE + ["ser.max_loops=1"], tmp_path / "run"))
+        run_experiment(compose(SMOKE + ["ser.phases=[1,2]"], tmp_path / "run"))
 
 
 @pytest.mark.parametrize("retrain_from", ["base", "last"])
 def test_each_loop_starts_from_the_configured_weights(tmp_path, monkeypatch, retrain_from):
-    from ser import pipeline
+    from ser.tasks.run import run_experiment
 
     seen: list[dict[str, torch.Tensor]] = []
-    real_fit = pipeline.fit_reward_model
+    import ser.reward.trainer as trainer
+
+    real_fit = trainer.fit_reward_model
 
     def spy(module, *args, **kwargs):
         seen.append({n: p.detach().clone() for n, p in module.model.named_parameters()})
         real_fit(module, *args, **kwargs)
         seen.append({n: p.detach().clone() for n, p in module.model.named_parameters()})
 
-    monkeypatch.setattr(pipeline, "fit_reward_model", spy)
-    summary = pipeline.run_experiment(compose(SMOKE + ["ser.max_loops=1", f"ser.retrain_from={retrain_from}"],
+    monkeypatch.setattr(trainer, "fit_reward_model", spy)
+    summary = run_experiment(compose(SMOKE + ["ser.phases=[1]", f"ser.retrain_from={retrain_from}"],
                                               tmp_path / "run"))
     assert len(summary["loops"]) == 2
     base_before_loop0, after_loop0, before_loop1 = seen[0], seen[1], seen[2]
@@ -181,11 +186,11 @@ def test_a_setting_added_later_at_its_neutral_value_keeps_older_run_dirs_resumab
 def test_compiled_scoring_runs_the_same_experiment(tmp_path):
     """rm.score_compile=true (frozen weights, recompiled after each loop's training) must select and
     score as the eager run does: a stale compiled RM would select loop 2's pairs with loop 0's weights."""
-    from ser import pipeline
+    from ser.tasks.run import run_experiment
 
     torch.set_num_threads(2)
-    eager = pipeline.run_experiment(compose(SMOKE, tmp_path / "eager"))
-    compiled = pipeline.run_experiment(compose(SMOKE + ["rm.score_compile=true"], tmp_path / "compiled"))
+    eager = run_experiment(compose(SMOKE, tmp_path / "eager"))
+    compiled = run_experiment(compose(SMOKE + ["rm.score_compile=true"], tmp_path / "compiled"))
     assert len(eager["loops"]) == len(compiled["loops"]) >= 3
     for e, c in zip(eager["loops"], compiled["loops"]):
         assert c["selected"] == e["selected"]
@@ -209,14 +214,14 @@ def test_a_failed_multirun_job_says_so_in_its_own_log_before_the_next_job_runs(t
 def test_a_soup_run_exports_the_average_of_its_loops(tmp_path):
     from safetensors.torch import load_file
 
-    from ser import pipeline
+    from ser.tasks.run import run_experiment
 
     torch.set_num_threads(2)
     out = tmp_path / "soup"
-    summary = pipeline.run_experiment(compose(SMOKE + ["ser.final_model=soup", "ser.keep_checkpoints=all"], out))
+    summary = run_experiment(compose(SMOKE + ["ser.final_model=soup", "ser.keep_checkpoints=all"], out))
     loops = [e["loop"] for e in summary["loops"]]
     assert len(loops) >= 2 and summary["final"]["soup_of"] == loops and summary["final"]["selected_by"] == "soup"
-    assert summary["variant"].endswith("final=soup")
+    assert summary["variant"].endswith("final_model=soup")
     states = [load_file(out / "checkpoints" / f"loop_{k}.safetensors") for k in loops]
     exported = load_file(out / "final_rm" / "model.safetensors")
     compared = [k for k in exported if k in states[0] and exported[k].is_floating_point()]

@@ -17,12 +17,12 @@ pytestmark = [
 
 
 def test_smollm2_rm_trains_and_exports(tmp_path, monkeypatch):
-    from ser import pipeline
+    from ser.tasks.run import run_experiment
     from ser.reward.export import RewardScorer
 
     cfg = compose(["experiment=smoke", "rm=smollm2", "schedule=seed_only", "data.synthetic.n_pairs=80",
                    "rm.epochs=1", "rm.batch_size=4", f"rm.source.cache_dir={tmp_path / 'cache'}"], tmp_path / "run")
-    summary = pipeline.run_experiment(cfg)
+    summary = run_experiment(cfg)
     assert (tmp_path / "cache" / "model.safetensors").exists()  # converted once, reused later
     assert summary["rm"] == "smollm2" and 0.0 <= summary["final"]["test_accuracy"] <= 1.0
     meta = json.loads((tmp_path / "run" / "final_rm" / "ser_reward.json").read_text())

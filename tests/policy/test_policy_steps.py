@@ -133,7 +133,7 @@ def test_response_logits_from_the_kept_positions_match_the_full_forward(tiny_pol
 
 def test_sft_learns_the_response_only_and_becomes_the_new_reference(tiny_policy, pairs, tmp_path):
     from ser.policy.sft import collate_sequences, sft_features
-    from ser.policy.stage import run_sft
+    from ser.policy.train import run_sft
 
     cfg, model, tokenizer = tiny_policy
     features = sft_features(pairs[:2], tokenizer, cfg.policy)

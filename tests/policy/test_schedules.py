@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
-from types import SimpleNamespace
 
 import pytest
 
 from ser.config import ConfigError, validate_config
 
-TINY = ["experiment=smoke", "policy/model=tiny", "data.synthetic.n_pairs=120", "rm.epochs=1", "ser.max_loops=1",
+TINY = ["experiment=smoke", "policy/model=tiny", "data.synthetic.n_pairs=120", "rm.epochs=1", "ser.phases=[1]",
         "ser.min_pairs=2", "policy.steps=2", "policy.batch_size=4", "policy.ppo.minibatch_size=2",
         "policy.generation.max_new_tokens=6", "evaluate.n_prompts=6", "logger=csv"]
 
 
 def _run(compose_cfg, tmp_path, schedule, extra=()):
-    from ser.pipeline import run_experiment
+    from ser.tasks.run import run_experiment
 
     tiny = [o for o in TINY if not (schedule.endswith("dpo") and o.startswith("policy.ppo"))]
     cfg = compose_cfg([f"schedule={schedule}", *tiny, f"evaluate.gold.dir={tmp_path / 'gold'}",
@@ -48,7 +47,7 @@ def test_ser_ppo_then_ser_dpo_share_the_rm_and_report_gold_reward_and_kl(compose
     # DPO on the same SER RM run: the finished RM and gold runs are reused, not retrained
     caplog.clear()
     import logging
-    with caplog.at_level(logging.INFO, logger="ser.policy.stage"):
+    with caplog.at_level(logging.INFO, logger="ser.tasks.policy"):
         _, dpo = _run(compose_cfg, tmp_path / "dpo", "ser_dpo", [f"schedule.rm_dir={tmp_path / 'rm'}",
                                                                  f"evaluate.gold.dir={tmp_path / 'gold'}"])
     assert "reusing the finished ser run" in caplog.text and "reusing the finished full_data run" in caplog.text
@@ -64,25 +63,32 @@ def test_a_policy_schedule_refuses_a_mismatched_algorithm_or_missing_gold(compos
         validate_config(compose_cfg(["schedule=seed_ppo", "evaluate.gold.rm_dir=/nonexistent/rm"]))
 
 
-def test_the_rm_stage_resumes_the_plain_rm_command_s_run_dir(compose_cfg, monkeypatch, tmp_path):
-    """`run.py schedule=ser_ppo seed=1 policy.steps=9` trains against the RM of `run.py seed=1`."""
+def test_the_rm_stage_resumes_the_plain_rm_command_s_run_dir(compose_cfg, tmp_path):
+    """`run.py schedule=ser_ppo seed=1 policy.steps=9` trains against the RM of `run.py seed=1`: Hydra composes
+    that command and resolves its run dir (exclude_keys such as logger left out of it, as Hydra does)."""
+    from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
-
-    from ser.evolve.state import config_hash
-    from ser.policy import stage
-
-    fake = SimpleNamespace(job=SimpleNamespace(config=SimpleNamespace(override_dirname=SimpleNamespace(
-        exclude_keys=["resume", "logger"]))), overrides=SimpleNamespace(
-        task=["seed=1", "schedule=ser_ppo", "policy.steps=9", "logger=csv", "evaluate.n_prompts=4", "rm.epochs=3"]))
-    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: fake))
-    cfg = compose_cfg(["schedule=ser_ppo", "seed=1"])
-    assert stage.auto_rm_dir(cfg, tmp_path, "ser").name == "rm.epochs=3,seed=1"
-    assert stage.auto_rm_dir(cfg, tmp_path, "full_data").name == "rm.epochs=3,schedule=full_data,seed=1"
-    # and the RM stage's config hashes exactly as the plain command's, so its run dir is resumed
     from omegaconf import OmegaConf
 
+    from ser.evolve.state import config_hash
+    from ser.tasks.policy import rm_run_dir, rm_stage_config
+    from tests.conftest import ROOT
+
+    overrides = ["seed=1", "schedule=ser_ppo", "policy.steps=9", "logger=csv", "evaluate.n_prompts=4", "rm.epochs=3"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        job = compose("config", overrides=overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(job)  # as inside the running job
+        try:
+            assert rm_run_dir(tmp_path, "ser").name == "rm.epochs=3,seed=1"
+            assert rm_run_dir(tmp_path, "full_data").name == "rm.epochs=3,schedule=full_data,seed=1"
+            assert HydraConfig.get().job.override_dirname == job.hydra.job.override_dirname  # the job's own is back
+        finally:
+            HydraConfig.instance().cfg = None
+    assert rm_run_dir(tmp_path, "ser") == tmp_path / "rm"  # outside a Hydra run
+    # and the RM stage's config hashes exactly as the plain command's, so its run dir is resumed
+    cfg = compose_cfg(["schedule=ser_ppo", "seed=1"])
     plain = compose_cfg(["seed=1"])
-    rm_cfg = stage.rm_stage_config(cfg, "ser", tmp_path / "x")
+    rm_cfg = rm_stage_config(cfg, "ser", tmp_path / "x")
     assert config_hash(OmegaConf.to_container(rm_cfg, resolve=True)) == config_hash(
         OmegaConf.to_container(plain, resolve=True))
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import compose
+from tests.robustness.fault_hook import overrides as fault_overrides
 from tests.scale.conftest import RUNS, SMOKE, _cli, _env, _summary, free_port
 
 # ---- the training order: the plain loader's, per epoch, split across ranks, resumable ----------------
@@ -55,15 +56,13 @@ def test_epoch_batches_split_each_global_batch_across_ranks(monkeypatch):
 
 @pytest.fixture(scope="module")
 def smoke_experiment(tmp_path_factory):
-    from ser.pipeline import Experiment
+    from ser.tasks.rm import build_loop
 
     out = tmp_path_factory.mktemp("scale") / "run"
     out.mkdir()
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    experiment = Experiment(compose(SMOKE, out), out)
-    experiment.prepare()
-    yield experiment
+    yield build_loop(compose(SMOKE, out), out)
     torch.set_num_threads(before)
 
 
@@ -73,7 +72,7 @@ def test_fit_killed_after_a_mid_epoch_checkpoint_resumes_to_the_same_weights(smo
     from ser.reward.train import LAST_CKPT, fit_reward_model
 
     exp = smoke_experiment
-    init = copy.deepcopy(exp.model.state_dict())
+    init = copy.deepcopy(exp.rm.model.state_dict())
 
     class Interrupt(pl.Callback):  # after the checkpoint at step 7 (mid epoch 1 of 5-batch epochs)
         def on_train_batch_start(self, trainer, *args):
@@ -81,15 +80,15 @@ def test_fit_killed_after_a_mid_epoch_checkpoint_resumes_to_the_same_weights(smo
                 raise RuntimeError("killed")
 
     def fit(checkpoint_dir=None, callbacks=()):
-        exp.model.load_state_dict(init)
+        exp.rm.model.load_state_dict(init)
         pl.seed_everything(1, verbose=False)
-        return fit_reward_model(exp.module, exp.features["seed"], exp.features["val"], trainer_cfg=exp.cfg.trainer,
-                                epochs=3, batch_size=16, pad_id=exp.tokenizer.pad_token_id, seed=1,
+        return fit_reward_model(exp.rm.module, exp.data.features["seed"], exp.data.features["val"], trainer_cfg=exp.cfg.trainer,
+                                epochs=3, batch_size=16, pad_id=exp.rm.tokenizer.pad_token_id, seed=1,
                                 callbacks=list(callbacks), checkpoint_dir=checkpoint_dir, checkpoint_every_n_steps=7)
 
     steps = fit().global_step
-    uninterrupted = copy.deepcopy(exp.model.state_dict())
-    assert steps == 3 * -(-len(exp.features["seed"]) // 16) and 7 % (steps // 3) != 0  # the checkpoint is mid-epoch
+    uninterrupted = copy.deepcopy(exp.rm.model.state_dict())
+    assert steps == 3 * -(-len(exp.data.features["seed"]) // 16) and 7 % (steps // 3) != 0  # the checkpoint is mid-epoch
     with pytest.raises(RuntimeError, match="killed"):  # what a kill leaves: last.ckpt of step 7
         fit(tmp_path, [Interrupt()])
     ckpt = torch.load(tmp_path / LAST_CKPT, weights_only=True)
@@ -97,7 +96,7 @@ def test_fit_killed_after_a_mid_epoch_checkpoint_resumes_to_the_same_weights(smo
     resumed = fit(tmp_path)
     assert resumed.global_step == steps
     for name, tensor in uninterrupted.items():
-        assert torch.equal(tensor, exp.model.state_dict()[name]), name
+        assert torch.equal(tensor, exp.rm.model.state_dict()[name]), name
 
 
 # ---- distributed scoring: every pair once, gathered by index, == single process -----------------------
@@ -107,21 +106,21 @@ def _scores(exp, trainer_overrides, work_dir):
     from ser.reward.distributed import distributed_pair_rewards
 
     cfg = compose(SMOKE + trainer_overrides, work_dir)
-    return distributed_pair_rewards(exp.module, exp.pool_features, pad_id=exp.tokenizer.pad_token_id,
-                                    pooling=exp.module.pooling, trainer_cfg=cfg.trainer, work_dir=work_dir / "parts",
+    return distributed_pair_rewards(exp.rm.module, exp.data.features["pool"], pad_id=exp.rm.tokenizer.pad_token_id,
+                                    pooling=exp.rm.module.pooling, trainer_cfg=cfg.trainer, work_dir=work_dir / "parts",
                                     batch_size=24)
 
 
 def _single(exp):
     from ser.reward.train import pair_rewards
 
-    return pair_rewards(exp.module, exp.pool_features, pad_id=exp.tokenizer.pad_token_id, batch_size=32)
+    return pair_rewards(exp.rm.module, exp.data.features["pool"], pad_id=exp.rm.tokenizer.pad_token_id, batch_size=32)
 
 
 def test_distributed_scoring_on_one_device_equals_single_process_scoring(smoke_experiment, tmp_path):
     chosen, rejected = _scores(smoke_experiment, [], tmp_path)
     want_c, want_r = _single(smoke_experiment)
-    assert len(chosen) == len(smoke_experiment.pool_features) > 100
+    assert len(chosen) == len(smoke_experiment.data.features["pool"]) > 100
     torch.testing.assert_close(chosen, want_c, atol=1e-5, rtol=0)
     torch.testing.assert_close(rejected, want_r, atol=1e-5, rtol=0)
     assert not (tmp_path / "parts").exists()
@@ -158,7 +157,7 @@ def test_distributed_scoring_on_two_spawned_ranks_equals_single_process_scoring(
 @pytest.mark.slow
 def test_killed_inside_a_loop_relaunch_resumes_from_its_checkpoint_and_ends_the_same(uninterrupted, tmp_path):
     args = SMOKE + ["ckpt_every_n_steps=7"]  # not part of the run dir or the config hash
-    killed = _cli(args, tmp_path, SER_FAULT_AT="midloop:1")
+    killed = _cli(args + fault_overrides("midloop:1"), tmp_path)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     run = tmp_path / RUNS / "experiment=smoke"
     assert (run / "checkpoints" / "loop_1" / "last.ckpt").exists() and not (run / "summary.json").exists()
@@ -227,12 +226,12 @@ def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path):
 def test_optuna_sweep_records_a_failed_trial_and_resumes_its_study(tmp_path):
     sweep_dir = tmp_path / "optuna"
     args = ["-m", "hparams_search=optuna", *SMOKE, "hydra/sweeper/sampler=random", "hydra.sweeper.params=null",
-            f"hydra.sweep.dir={sweep_dir}", "ser.max_loops=1"]
+            f"hydra.sweep.dir={sweep_dir}", "ser.phases=[1]"]
     # tau_low=0.7 >= tau_high=0.55 is refused by validate_config: that trial fails, the sweep goes on.
     # Seed 0 draws 0.7 then 0.45 (checked against optuna's RandomSampler): both trials, failure first.
     # (The grid sampler picks its order with the unseeded global `random`, and hydra-optuna-sweeper 1.3
     # crashes when the grid's last point fails: with it this test failed one run in two.)
-    first = _cli(args + ["ser.thresholds.tau_low=choice(0.45,0.7)", "hydra.sweeper.n_trials=2",
+    first = _cli(args + ["ser.rule.tau_low=choice(0.45,0.7)", "hydra.sweeper.n_trials=2",
                          "hydra.sweeper.sampler.seed=0"], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
 
@@ -244,12 +243,12 @@ def test_optuna_sweep_records_a_failed_trial_and_resumes_its_study(tmp_path):
     done = trials()
     assert sorted(state for state, _ in done) == ["COMPLETE", "FAIL"]
     value = next(v for state, v in done if state == "COMPLETE")
-    trial_dir = sweep_dir / "experiment=smoke,ser.max_loops=1,ser.thresholds.tau_low=0.45"
+    trial_dir = sweep_dir / "experiment=smoke,ser.phases=_1_,ser.rule.tau_low=0.45"
     best = json.loads((trial_dir / "summary.json").read_text())["final"]["val_accuracy"]
     assert value == pytest.approx(best)  # the objective is the run's validation accuracy
     assert "best_value" in (sweep_dir / "optimization_results.yaml").read_text()
 
-    again = _cli(args + ["ser.thresholds.tau_low=choice(0.45,0.7)", "hydra.sweeper.n_trials=1"], tmp_path)
+    again = _cli(args + ["ser.rule.tau_low=choice(0.45,0.7)", "hydra.sweeper.n_trials=1"], tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = trials()  # the same study, one trial more; the first two untouched
     assert resumed[:2] == done and len(resumed) == 3 and resumed[2][0] in ("COMPLETE", "FAIL")

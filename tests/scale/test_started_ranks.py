@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.robustness.fault_hook import overrides as fault_overrides
 from tests.scale.conftest import RUNS, SMOKE, _env, _summary, free_port
 
 DDP = [*SMOKE, "trainer=ddp"]  # trainer=ddp: devices=2, plain DDPStrategy
@@ -110,7 +111,7 @@ def test_slurm_task_ranks_run_the_pipeline_like_one_process(uninterrupted, tmp_p
 @pytest.mark.slow
 def test_torchrun_run_killed_inside_a_loop_resumes_on_every_rank(torchrun_run, tmp_path):
     args = [*DDP, "ckpt_every_n_steps=7"]  # not part of the run dir or the config hash
-    killed = _torchrun(args, tmp_path, SER_FAULT_AT="midloop:1")  # every rank is killed there
+    killed = _torchrun(args + fault_overrides("midloop:1"), tmp_path)  # every rank is killed there
     assert killed.returncode != 0
     assert "SIGKILL" in killed.stderr, killed.stderr[-2000:]  # torchrun reports each rank's signal
     run = tmp_path / RUN_DIR

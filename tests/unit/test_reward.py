@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ser.reward.backbone import build_tiny_tokenizer, load_backbone
-from ser.reward.collator import PairCollator, TokenCache, pad_batch
+from ser.data.tokens import TokenCache
+from ser.reward.collator import PairCollator, pad_batch
 from ser.reward.metrics import PairwiseMetrics, pairwise_loss
 from ser.reward.module import RewardModule, compute_rewards, last_token_index, resolve_pooling
 
@@ -147,7 +148,7 @@ def test_lora_keeps_the_score_head_trainable_and_saved(tmp_path):
 def test_bf16_autocast_with_gradient_clipping_trains_with_a_fused_optimizer(tmp_path):
     # rm.optimizer.fused=true + trainer.precision=bf16-mixed + gradient_clip_val: Lightning's AMP plugin refuses
     # to clip a fused optimizer; bf16 has no scaler, so the module clips the final gradients itself.
-    from ser.pipeline import run_experiment
+    from ser.tasks.run import run_experiment
     from tests.conftest import compose
 
     cfg = compose(["experiment=smoke", "schedule=seed_only", "logger=csv", "trainer.precision=bf16-mixed",
@@ -192,20 +193,20 @@ def test_scoring_device_follows_the_trainer_accelerator(accelerator, cuda, expec
     assert scoring_device(accelerator) == torch.device(expected)
 
 
-def test_pipeline_scores_on_the_accelerator_not_where_lightning_left_the_module(monkeypatch):
+def test_the_loop_scores_on_the_accelerator_not_where_lightning_left_the_module(monkeypatch):
     # Lightning moves the module to the CPU when fit ends: a GPU run once scored its pool and splits
-    # on one CPU core (130 s a loop on an H200 instead of seconds). The scoring kwargs must name the GPU.
+    # on one CPU core (130 s a loop on an H200 instead of seconds). The scorer must target the GPU.
     from types import SimpleNamespace
 
     from omegaconf import OmegaConf
 
-    from ser.pipeline import Experiment
+    from ser.reward.scorer import make_scorer
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     cfg = OmegaConf.create({"rm": {"eval_batch_size": 8}, "trainer": {"accelerator": "gpu", "precision": "bf16-mixed"}})
-    fake = SimpleNamespace(cfg=cfg, tokenizer=SimpleNamespace(pad_token_id=0))
-    assert Experiment._eval_kwargs(fake, "eval")["device"] == torch.device("cuda", 0)
+    scorer = make_scorer(cfg, SimpleNamespace(), pad_id=0, work_dir=None, world=1)
+    assert scorer.device == torch.device("cuda", 0)
 
 
 def test_pair_rewards_moves_the_module_to_the_scoring_device(monkeypatch):

@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ser.reward.backbone import build_tiny_tokenizer, load_backbone
-from ser.reward.collator import TokenCache
+from ser.data.tokens import TokenCache
 from ser.reward.module import RewardModule, compute_rewards
 from ser.reward.scoring import (
     distinct_sequences,

@@ -6,16 +6,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-ALGOS = {"ser_ppo": "ppo", "seed_ppo": "ppo", "full_ppo": "ppo", "ser_dpo": "dpo"}
+from ser.core import POLICY_ALGOS as ALGOS
+from ser.core import POLICY_SCHEDULES, check
 
 
 def validate_policy_config(cfg: Any) -> None:
-    from ser.config import POLICY_SCHEDULES, ConfigError
-
-    def check(condition: bool, key: str, message: str) -> None:
-        if not condition:
-            raise ConfigError(f"config '{key}': {message}")
-
     name = cfg.schedule.name
     for key in ("policy", "evaluate"):
         check(cfg.get(key) is not None, key, f"schedule={name} needs the {key} group (conf/schedule/{name}.yaml adds it)")

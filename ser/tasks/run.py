@@ -1,0 +1,17 @@
+"""What run.py calls: the RM task or the policy task, by `schedule.name`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from ser.core import POLICY_SCHEDULES
+from ser.tasks.policy import train_policy
+from ser.tasks.rm import train_rm
+
+
+def run_experiment(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.schedule.name in POLICY_SCHEDULES:  # an RM schedule, then the policy stage on its RM
+        return train_policy(cfg)
+    return train_rm(cfg)
