@@ -93,6 +93,8 @@ class SERSchema:
     patience: int = 2
     retrain_from: RetrainFrom = RetrainFrom.base
     mix_seed: bool = True
+    seed_weight: float = 1.0               # loss weight of a human seed label next to a self-label's
+    loop_epochs: Optional[int] = None      # epochs of each SER loop's training (None: rm.epochs)
     remove_selected: bool = True
     final_model: FinalModel = FinalModel.best_val
     keep_checkpoints: KeepCheckpoints = KeepCheckpoints.best_last
@@ -107,6 +109,8 @@ class SERSchema:
         check(self.min_pairs >= 1, "ser.min_pairs", f"must be >= 1, got {self.min_pairs}")
         check(self.max_loops >= 0, "ser.max_loops", f"must be >= 0, got {self.max_loops}")
         check(self.patience >= 1, "ser.patience", f"must be >= 1, got {self.patience}")
+        check(self.seed_weight > 0, "ser.seed_weight", f"must be > 0, got {self.seed_weight}")
+        check(self.loop_epochs is None or self.loop_epochs >= 1, "ser.loop_epochs", f"must be >= 1, got {self.loop_epochs}")
         if self.top_fraction is not None:
             check(0.0 < self.top_fraction <= 1.0, "ser.top_fraction", f"must be in (0, 1], got {self.top_fraction}")
         if self.top_k is not None:

@@ -16,7 +16,7 @@ from typing import Any
 from ser.data.dataset import build_pairs
 from ser.data.schema import LoadReport, PreferencePair
 from ser.data.splits import Splits, split_pairs
-from ser.data.synthetic import is_stark, pair_kind
+from ser.data.synthetic import fine_kind, is_stark, pair_kind
 from ser.data.tokens import TokenCache, render
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,12 @@ def load_and_split(data_cfg: Mapping[str, Any], splits_cfg: Mapping[str, Any], s
     splits = split_pairs(pairs, seed=seed, seed_fraction=splits_cfg["seed_fraction"],
                          val_fraction=splits_cfg["val_fraction"], test_fraction=splits_cfg["test_fraction"],
                          test_pairs=own_test)
+    withheld = list((data_cfg.get("synthetic") or {}).get("withhold_from_pool") or []) if data_cfg["kind"] == "synthetic" else []
+    if withheld:  # a diagnostic: what labels on every other pool pair can reach (schedule=full_data)
+        pool = [p for p in splits.pool if fine_kind(p) not in withheld]
+        log.warning("data.synthetic.withhold_from_pool=%s: %d of %d pool pairs withheld", withheld,
+                    len(splits.pool) - len(pool), len(splits.pool))
+        splits = Splits(seed=splits.seed, val=splits.val, pool=pool, test=splits.test)
     for r in reports:
         if r.issues:
             log.warning("%s: skipped %d of %d rows: %s (see data_report.json)", r.source, len(r.issues), r.rows_read,
@@ -68,6 +74,10 @@ class PreparedData:
         if not self.synthetic:
             return None
         return ["stark" if is_stark(pair_kind(p.id)) else "subtle" for p in getattr(self.splits, split)]
+
+    def kinds(self, split: str) -> list[str] | None:
+        """Synthetic pairs: the fine fault kind of each (ser.data.synthetic.fine_kind)."""
+        return [fine_kind(p) for p in getattr(self.splits, split)] if self.synthetic else None
 
     def report(self) -> dict[str, Any]:
         return {"sources": [r.to_dict() for r in self.reports], "overlong": self.overlong,

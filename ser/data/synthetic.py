@@ -251,3 +251,12 @@ def pair_kind(pair_id: str) -> str:
 
 def is_stark(kind: str) -> bool:
     return kind in STARK_KINDS
+
+
+def fine_kind(pair: PreferencePair) -> str:
+    """The fault kind, with a procedure's wrong detail told apart when it is two swapped steps (the
+    procedures with no falsifiable detail): "swapped_steps". Read from the pair; the generator is unchanged."""
+    kind = pair_kind(pair.id)
+    if kind == "wrong_detail" and pair.chosen.startswith("1. ") and not any(k in pair.chosen for k in STEP_ERRORS):
+        return "swapped_steps"
+    return kind

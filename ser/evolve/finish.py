@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 NO_VARIANT = "-"  # seed_only and full_data select nothing
 SUMMARY_LOOP_KEYS = ("loop", "status", "selected", "selected_total", "self_label_accuracy", "val_accuracy",
                      "test_accuracy", "test_ece", "seconds", "candidates", "test_accuracy_by_group", "train_pairs",
-                     "note", "shortfall", "selected_by_group", "self_label_accuracy_by_group")
+                     "note", "shortfall", "selected_by_group", "self_label_accuracy_by_group",
+                     "test_accuracy_by_kind")
 
 
 def final_loop(loops: list[dict[str, Any]], how: str) -> dict[str, Any]:

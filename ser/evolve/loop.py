@@ -112,7 +112,8 @@ class SERLoop:
         rows = list(state.selected.values())
         selected, weights = as_pairs(rows), [float(r.get("weight", 1.0)) for r in rows]
         if not selected or self.cfg.ser.mix_seed:
-            return splits.seed + selected, [1.0] * len(splits.seed) + weights
+            seed_weight = float(self.cfg.ser.get("seed_weight", 1.0)) if selected else 1.0
+            return splits.seed + selected, [seed_weight] * len(splits.seed) + weights
         return selected, weights
 
     def train_on(self, state: LoopState, loop: int) -> None:
@@ -127,6 +128,9 @@ class SERLoop:
             features = self.data.features[name]
             chosen, rejected = self.scorer.pair_rewards(features, f"eval {name}")
             metrics[name] = pair_metrics(chosen, rejected, self.data.groups(name)) if features else {}
+            kinds = self.data.kinds(name)
+            if kinds and features:
+                metrics[name]["accuracy_by_kind"] = pair_metrics(chosen, rejected, kinds)["accuracy_by_group"]
         return metrics
 
     def record(self, state: LoopState, loop: int, step: StepResult | None, started: float,
@@ -141,7 +145,8 @@ class SERLoop:
             "candidates": candidates or {}, "train_pairs": len(self.training_pairs(state)[0]),
             "val_accuracy": val.get("accuracy"), "val_ece": val.get("ece"),
             "test_accuracy": test.get("accuracy"), "test_ece": test.get("ece"),
-            "test_accuracy_by_group": test.get("accuracy_by_group"), "test_margin": test.get("margin"),
+            "test_accuracy_by_group": test.get("accuracy_by_group"), "test_accuracy_by_kind": test.get("accuracy_by_kind"),
+            "test_margin": test.get("margin"),
             **self.selected_by_group(rows),
             "seconds": round(time.time() - started, 2), "note": step.reason if step else "",
             "shortfall": step.shortfall if step else "",

@@ -9,9 +9,18 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryCalibrationError
 
 
-def pairwise_loss(chosen: torch.Tensor, rejected: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """-log sigmoid(r_chosen - r_rejected), optionally weighted per pair (mean over the batch)."""
-    losses = -F.logsigmoid(chosen - rejected)
+def pairwise_loss(chosen: torch.Tensor, rejected: torch.Tensor, weight: torch.Tensor | None = None, *,
+                  margin: float = 0.0, hard_pair_gamma: float = 0.0) -> torch.Tensor:
+    """-log sigmoid(r_chosen - r_rejected - margin), optionally weighted per pair (mean over the batch).
+
+    `margin` > 0 keeps pushing pairs the RM already separates until they are `margin` apart;
+    `hard_pair_gamma` > 0 weighs each pair by (1 - sigmoid(r_c - r_r))^gamma (detached, as focal loss):
+    pairs the RM gets wrong or barely right dominate, separated ones fade.
+    """
+    diff = chosen - rejected
+    losses = -F.logsigmoid(diff - margin)
+    if hard_pair_gamma:
+        losses = losses * (1 - torch.sigmoid(diff.detach())) ** hard_pair_gamma
     if weight is None:
         return losses.mean()
     return (losses * weight).sum() / weight.sum().clamp_min(1e-12)

@@ -63,8 +63,10 @@ class RewardModule(pl.LightningModule):
     """Pairwise reward model. Batches come from `PairCollator`: chosen rows, then rejected rows."""
 
     def __init__(self, model: torch.nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Mapping[str, Any] | None = None, pooling: str = "auto") -> None:
+                 scheduler: Mapping[str, Any] | None = None, pooling: str = "auto",
+                 loss: Mapping[str, float] | None = None) -> None:
         super().__init__()
+        self.loss_options = {k: float(v) for k, v in (loss or {}).items()}  # margin, hard_pair_gamma
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_cfg = dict(scheduler or {"name": "linear", "warmup_ratio": 0.0})
@@ -86,7 +88,7 @@ class RewardModule(pl.LightningModule):
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         chosen, rejected = self._pair_rewards(batch)
-        loss = pairwise_loss(chosen, rejected, batch.get("weight"))
+        loss = pairwise_loss(chosen, rejected, batch.get("weight"), **self.loss_options)
         if not torch.isfinite(loss):  # before backward: the weights stay those of the last good step
             where = self.metric_prefix.rstrip("/").replace("loop", "loop ") or "training"
             raise FloatingPointError(

@@ -37,7 +37,8 @@ class RMTrainer:
         # Only trainable tensors can drift from the base (with LoRA: adapters + head, a few MB), so only
         # they are kept for ser.retrain_from=base.
         self.base_state = {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
-        self.module = RewardModule(model, instantiate(cfg.rm.optimizer), cfg.rm.scheduler, cfg.rm.pooling)
+        self.module = RewardModule(model, instantiate(cfg.rm.optimizer), cfg.rm.scheduler, cfg.rm.pooling,
+                                   loss=cfg.rm.get("loss"))
 
     @classmethod
     def build(cls, cfg: DictConfig, vocab_texts: Sequence[str]) -> "RMTrainer":
@@ -76,8 +77,9 @@ class RMTrainer:
             self.reset_to_base()
         pl.seed_everything(derive_seed(cfg.seed, loop, "torch"), workers=True, verbose=False)
         self.module.metric_prefix = f"loop{loop}/"
-        log.info("loop %d: training the RM on %d pairs for %d epochs", loop, len(features), cfg.rm.epochs)
-        fit_reward_model(self.module, features, val_features, trainer_cfg=cfg.trainer, epochs=int(cfg.rm.epochs),
+        epochs = int(cfg.rm.epochs if loop == 0 or cfg.ser.get("loop_epochs") is None else cfg.ser.loop_epochs)
+        log.info("loop %d: training the RM on %d pairs for %d epochs", loop, len(features), epochs)
+        fit_reward_model(self.module, features, val_features, trainer_cfg=cfg.trainer, epochs=epochs,
                          batch_size=int(cfg.rm.batch_size), pad_id=self.pad_id, seed=derive_seed(cfg.seed, loop, "shuffle"),
                          loggers=loggers, callbacks=[AnnounceSteps(loop)], checkpoint_dir=checkpoint_dir,
                          checkpoint_every_n_steps=int(cfg.get("ckpt_every_n_steps", 0) or 0),

@@ -230,3 +230,18 @@ def test_pair_rewards_moves_the_module_to_the_scoring_device(monkeypatch):
     features = [{"chosen_ids": [1, 2], "rejected_ids": [1, 3]}]
     train.pair_rewards(Module(), features, pad_id=0, batch_size=4, device=torch.device("meta"))
     assert moved == [torch.device("meta")] and seen["device"] == torch.device("meta")
+
+
+def test_pairwise_loss_margin_and_hard_pair_weighting_by_hand():
+    import math
+
+    from ser.reward.metrics import pairwise_loss
+
+    chosen, rejected = torch.tensor([2.0, 0.0]), torch.tensor([0.0, 1.0])  # margins 2 (right) and -1 (wrong)
+    nll = lambda m: -math.log(1 / (1 + math.exp(-m)))
+    assert pairwise_loss(chosen, rejected).item() == pytest.approx((nll(2) + nll(-1)) / 2, rel=1e-6)
+    assert pairwise_loss(chosen, rejected, margin=1.0).item() == pytest.approx((nll(1) + nll(-2)) / 2, rel=1e-6)
+    # gamma 2: weights (1 - sigmoid(2))^2 and (1 - sigmoid(-1))^2; the wrong pair dominates
+    w = [(1 - 1 / (1 + math.exp(-m))) ** 2 for m in (2.0, -1.0)]
+    expected = (w[0] * nll(2) + w[1] * nll(-1)) / 2
+    assert pairwise_loss(chosen, rejected, hard_pair_gamma=2.0).item() == pytest.approx(expected, rel=1e-6)
