@@ -50,7 +50,7 @@ if [ "${1:-}" != tables ]; then
     $PY run.py -m experiment=cpu/summarize rm.freeze_layers=0 data.max_length=256 seed=$seeds \
         schedule=ser,seed_only,full_data launcher=joblib hydra.launcher.n_jobs=2
   done
-  # Session 7: can 3 seeds decide "SER above seed-only"? The default on seeds 6-11 as well (12 in all with
+  # Can 3 seeds decide "SER above seed-only"? The default on seeds 6-11 as well (12 in all with
   # 0-5), and HH at a 5% seed (where the learning curve is steep) on fresh seeds 3-5.
   for d in hh_rlhf ultrafeedback summarize; do
     $PY run.py -m experiment=cpu/$d seed=6,7,8,9,10,11 schedule=seed_only,ser launcher=joblib hydra.launcher.n_jobs=2
