@@ -47,7 +47,8 @@ def test_smoke_run_writes_a_complete_summary(smoke_run):
     assert loops[0]["status"] is None and loops[0]["selected"] == 0
     assert all(e["status"] in ("1", "2") and e["selected"] >= 5 for e in loops[1:])
     assert loops[-1]["selected_total"] == sum(e["selected"] for e in loops)
-    assert all(0.0 <= e["test_accuracy"] <= 1.0 and 0.0 <= e["self_label_accuracy"] <= 1.0 for e in loops[1:])
+    assert loops[1]["self_label_accuracy"] > 0.8  # status 1 on the seed RM: stark pairs, labeled right
+    assert all(e["test_accuracy"] > 0.6 for e in loops)  # every loop's RM well above a coin
     final = summary["final"]
     assert final["test_accuracy"] == next(e["test_accuracy"] for e in loops if e["loop"] == final["loop"])
     # the per-loop table is on the console

@@ -154,7 +154,7 @@ def test_bf16_autocast_with_gradient_clipping_trains_with_a_fused_optimizer(tmp_
     cfg = compose(["experiment=smoke", "schedule=seed_only", "logger=csv", "trainer.precision=bf16-mixed",
                    "++rm.optimizer.fused=true", "trainer.gradient_clip_val=1.0"], tmp_path)
     summary = run_experiment(cfg)
-    assert 0.0 <= summary["final"]["test_accuracy"] <= 1.0
+    assert summary["final"]["test_accuracy"] > 0.65  # it learned (a coin: 0.5; fp32 smoke: 0.75)
 
 
 def test_bf16_clipping_bounds_the_gradient_norm_the_optimizer_sees():
