@@ -78,8 +78,13 @@ def loop_line(e: dict[str, Any]) -> str:
 class Reporter:
     """Console, plot and loggers of one run; only the writing rank (rank 0) reports."""
 
-    def __init__(self, loggers: list, title: str, plot_path: Path, enabled: bool = True) -> None:
+    def __init__(self, loggers: list, title: str, plot_path: Path, enabled: bool = True,
+                 config: dict[str, Any] | None = None) -> None:
         self.loggers, self.title, self.plot_path, self.enabled = loggers, title, plot_path, enabled
+        if enabled and config is not None:
+            for lg in loggers:  # the composed config in every logger: wandb's config, CSV's hparams.yaml
+                lg.log_hyperparams(config)
+                lg.save()
 
     def loop(self, entry: dict[str, Any]) -> None:
         if not self.enabled:

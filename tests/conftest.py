@@ -30,6 +30,7 @@ def compose(overrides: list[str] | None = None, output_dir: Path | None = None):
         if "wandb" in (cfg.logger or {}):
             cfg.logger.wandb.name = "test"
             cfg.logger.wandb.id = "test"
+            cfg.logger.wandb.group = "test"
     return cfg
 
 

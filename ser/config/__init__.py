@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ser.config.launch import check_launch
 from ser.config.policy import validate_policy_config
 from ser.config.resolvers import register_resolvers, run_id, wandb_id
+from ser.config.sources import check_model_source
 from ser.config.schema import DataSchema, ScheduleSchema, SERSchema, SplitsSchema, register
 from ser.config.targets import TARGET_ALLOWLIST, check_targets
 from ser.core import POLICY_SCHEDULES, ConfigError, check
@@ -59,8 +60,11 @@ def validate_config(cfg: DictConfig) -> None:
     splits = typed(cfg.splits, SplitsSchema, "splits")
     schedule = typed(cfg.schedule, ScheduleSchema, "schedule")
     typed(cfg.data, DataSchema, "data", keys=tuple(DataSchema.__dataclass_fields__))
+    offline = bool(cfg.get("hub_offline", True)) or os.environ.get("HF_HUB_OFFLINE") == "1"
+    check_model_source(cfg.rm.source, "rm.source", offline)
     if schedule.name in POLICY_SCHEDULES:
         validate_policy_config(cfg)
+        check_model_source(cfg.policy.model.source, "policy.model.source", offline)
     if schedule.name == "ser" or POLICY_SCHEDULES.get(schedule.name) == "ser":
         from ser.evolve.build import build_selection  # builds the selection objects: only where a loop runs
 

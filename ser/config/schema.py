@@ -153,12 +153,17 @@ class DataSchema:
     name: str = "synthetic"
     kind: DataKind = DataKind.synthetic
     template: str = "Question: {prompt}\n\nAnswer: {response}"
+    chat_template: Any = "auto"            # auto | true | false
     max_length: int = 128
     overlong: Overlong = Overlong.truncate
     truncation_side: Side = Side.left
 
     def __post_init__(self) -> None:
         check(self.max_length > 0, "data.max_length", f"must be > 0, got {self.max_length}")
+        check(self.chat_template in ("auto", True, False), "data.chat_template",
+              f"must be auto, true or false, got {self.chat_template!r}")
+        check("{prompt}" in self.template and "{response}" in self.template, "data.template",
+              f"must hold {{prompt}} and {{response}}, got {self.template!r}")
 
 
 SCHEMAS = {"ser": SERSchema, "splits": SplitsSchema, "schedule": ScheduleSchema, "data": DataSchema}

@@ -12,6 +12,7 @@ bad_transcript, tie_scores, low_confidence (and malformed_json, set by the file 
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import os
 import random
@@ -21,7 +22,7 @@ from itertools import combinations
 from numbers import Real
 from typing import Any, NamedTuple
 
-from ser.data.schema import LoadReport, PreferencePair
+from ser.data.schema import LoadReport, PreferencePair, flatten
 
 SCHEMA_FIELDS = ("id", "prompt", "chosen", "rejected", "score_chosen", "score_rejected")
 HH_MARKER = "\n\nAssistant:"
@@ -35,6 +36,27 @@ class RowError(Exception):
         self.reason = reason
         self.field = field
         self.detail = detail
+
+
+class Located(NamedTuple):
+    """A row as a file reader yields it: with its 1-based line, so a bad row is reported as file:line."""
+
+    line: int
+    row: Any
+
+
+EXCERPTS = 20  # issues per source that keep the start of their raw row
+
+
+def _excerpt(row: Any, width: int = 160) -> str:
+    try:
+        text = row if isinstance(row, str) else json.dumps(row, ensure_ascii=False, default=str)
+    except (TypeError, ValueError, RecursionError):
+        try:
+            text = repr(row)
+        except (ValueError, RecursionError):  # an integer past the digit limit, nesting too deep
+            text = f"<a {type(row).__name__} that cannot be printed>"
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -151,49 +173,79 @@ def hh_rlhf(row: Mapping, ctx: RowContext) -> PreferencePair:
     )
 
 
-def _messages(row: Mapping, key: str) -> Sequence[Mapping]:
+def _messages(row: Mapping, key: str) -> list[dict[str, str]]:
     messages = _list(row, key)
     if not messages:
         raise RowError("bad_transcript", key, "empty message list")
+    out = []
     for i, message in enumerate(messages):
         where = f"{key}[{i}]"
         if not isinstance(message, Mapping):
             raise _wrong_type(where, "a {role, content} message", message)
-        _text(message, "role", f"{where}.role")
-        _text(message, "content", f"{where}.content")
-    return messages
+        out.append({"role": _text(message, "role", f"{where}.role"), "content": _text(message, "content", f"{where}.content")})
+    return out
 
 
-def _answer(row: Mapping, key: str) -> str:
-    """A response given as text, or as a chat whose final assistant message is the answer."""
-    if isinstance(row.get(key), str):
-        return row[key]
-    last = _messages(row, key)[-1]
-    if last["role"] != "assistant":
-        raise RowError("bad_transcript", key, f"last message is from {last['role']!r}, not the assistant")
-    return last["content"]
+PREFERENCE_FORMATS = ("auto", "standard", "conversational")
 
 
-def _user_turns(row: Mapping, key: str) -> str:
-    turns = [m["content"] for m in _messages(row, key) if m["role"] == "user"]
-    if not turns:
-        raise RowError("bad_transcript", key, "no user message to use as the prompt")
-    return "\n\n".join(turns)
+def _completion(messages: list[dict[str, str]], key: str) -> str:
+    """A conversational completion: one assistant message (what the RM scores)."""
+    if len(messages) != 1 or messages[0]["role"] != "assistant":
+        roles = [m["role"] for m in messages]
+        raise RowError("bad_transcript", key, f"the completion after the shared prompt must be one assistant message, got {roles}")
+    return messages[0]["content"]
+
+
+def trl_pair(row: Mapping, ctx: RowContext, preference_format: str = "auto",
+             columns: Mapping[str, str] | None = None) -> PreferencePair:
+    """A row in any of TRL's preference formats: standard (text) or conversational ({role, content} lists),
+    with an explicit `prompt` or an implicit one (the shared start of `chosen` and `rejected`).
+
+    Conversations keep every message (system and earlier turns) for a chat template; the prompt is
+    found with TRL's own `maybe_extract_prompt`, so what TRL accepts, this accepts.
+    """
+    from trl.data_utils import extract_prompt, maybe_extract_prompt
+
+    col = {name: name for name in SCHEMA_FIELDS} | dict(columns or {})
+    values = {k: row.get(col[k]) for k in ("prompt", "chosen", "rejected")}
+    if values["prompt"] is not None and not isinstance(values["prompt"], (str, list)):
+        raise _wrong_type(col["prompt"], "text or a list of messages", values["prompt"])
+    for key in ("chosen", "rejected"):
+        if values[key] is None:
+            raise RowError("missing_field", col[key])
+    conversational = isinstance(values["chosen"], list) or isinstance(values["rejected"], list)
+    if preference_format != "auto" and preference_format != ("conversational" if conversational else "standard"):
+        raise RowError("wrong_format", col["chosen"], f"a {'conversational' if conversational else 'standard'} row "
+                                                      f"in a source named format={preference_format}")
+    scores = {"score_chosen": _number(row, col["score_chosen"]), "score_rejected": _number(row, col["score_rejected"])}
+    if not conversational:
+        chosen, rejected = _text(row, col["chosen"]), _text(row, col["rejected"])
+        if values["prompt"] is None:  # implicit prompt: the shared start of both texts
+            if not chosen.strip() or not rejected.strip():
+                raise RowError("empty_text", col["chosen"] if not chosen.strip() else col["rejected"])
+            parts = extract_prompt({"chosen": chosen, "rejected": rejected})
+            return PreferencePair(_row_id(row, ctx, col["id"]), parts["prompt"].strip(), parts["chosen"].strip(),
+                                  parts["rejected"].strip(), **scores)
+        return PreferencePair(_row_id(row, ctx, col["id"]), _text(row, col["prompt"]), chosen, rejected, **scores)
+    example = {"chosen": _messages(row, col["chosen"]), "rejected": _messages(row, col["rejected"])}
+    if values["prompt"] is not None:
+        example["prompt"] = values["prompt"] if isinstance(values["prompt"], str) else _messages(row, col["prompt"])
+    parts = maybe_extract_prompt(example)
+    prompt = parts["prompt"]
+    if isinstance(prompt, str):  # a text prompt beside conversational completions
+        prompt = [{"role": "user", "content": prompt}]
+    if not prompt:
+        raise RowError("bad_transcript", col["chosen"], "chosen and rejected share no prompt messages")
+    conversation = {"prompt": list(prompt), "chosen": list(parts["chosen"]), "rejected": list(parts["rejected"])}
+    return PreferencePair(_row_id(row, ctx, col["id"]), flatten(conversation["prompt"]),
+                          _completion(conversation["chosen"], col["chosen"]),
+                          _completion(conversation["rejected"], col["rejected"]), **scores, conversation=conversation)
 
 
 def ultrafeedback(row: Mapping, ctx: RowContext) -> PreferencePair:
-    """UltraFeedback binarized: H4 (prompt + chats), trl-lib (chats only) or plain strings."""
-    chosen, rejected = _answer(row, "chosen"), _answer(row, "rejected")
-    # trl-lib has no prompt column: the prompt is the user side of the chosen chat.
-    prompt = _text(row, "prompt") if row.get("prompt") is not None else _user_turns(row, "chosen")
-    return PreferencePair(
-        id=_row_id(row, ctx),
-        prompt=prompt,
-        chosen=chosen,
-        rejected=rejected,
-        score_chosen=_number(row, "score_chosen"),
-        score_rejected=_number(row, "score_rejected"),
-    )
+    """UltraFeedback binarized: H4 (prompt + chats), trl-lib (chats only) or plain strings; every message kept."""
+    return trl_pair(row, ctx)
 
 
 class _Answer(NamedTuple):
@@ -285,12 +337,16 @@ def summarize(row: Mapping, ctx: RowContext, min_confidence: float | None = None
     return pair
 
 
-def generic(row: Mapping, ctx: RowContext, field_map: Mapping[str, str] | None = None) -> PreferencePair:
-    """Any flat row; `field_map` maps schema names to source columns (unmapped: same name)."""
+def generic(row: Mapping, ctx: RowContext, field_map: Mapping[str, str] | None = None,
+            preference_format: str = "auto") -> PreferencePair:
+    """Any row in a TRL preference format (standard or conversational, explicit or implicit prompt);
+    `field_map` maps schema names to source columns (unmapped: same name)."""
     unknown = set(field_map or {}) - set(SCHEMA_FIELDS)
     if unknown:
         raise ValueError(f"field_map keys must be among {SCHEMA_FIELDS}, got {sorted(unknown)}")
-    return _flat_pair(row, ctx, field_map)
+    if preference_format not in PREFERENCE_FORMATS:
+        raise ValueError(f"data.source.format must be one of {PREFERENCE_FORMATS}, got {preference_format!r}")
+    return trl_pair(row, ctx, preference_format, field_map)
 
 
 ADAPTERS: dict[str, Adapter] = {
@@ -368,14 +424,20 @@ def adapt_rows(
     seen = set() if seen_ids is None else seen_ids
     prefix = report.source if id_prefix is None else id_prefix
     kept: list[PreferencePair] = []
-    for index, row in enumerate(rows):
+    for index, item in enumerate(rows):
         if limit is not None and len(kept) >= limit:
             break
+        line, row = (item.line, item.row) if isinstance(item, Located) else (None, item)
         report.rows_read += 1
+
+        def skip(err: RowError) -> None:
+            keep = len(report.issues) < EXCERPTS and not isinstance(row, RowError)
+            report.skip(index, err.reason, err.field, err.detail, line, _excerpt(row) if keep else "")
+
         try:
             pairs = _pairs_of(run, row, RowContext(index, prefix), options)
         except RowError as err:
-            report.skip(index, err.reason, err.field, err.detail)
+            skip(err)
             continue
         for pair in pairs:
             if limit is not None and len(kept) >= limit:
@@ -383,7 +445,7 @@ def adapt_rows(
             try:
                 _check(pair, seen, drop_ties)
             except RowError as err:
-                report.skip(index, err.reason, err.field, err.detail)
+                skip(err)
                 continue
             seen.add(pair.id)
             if _is_tie(pair):

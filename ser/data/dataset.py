@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ser.data.schema import LoadReport, PreferencePair
+from ser.data.schema import DataError, LoadReport, PreferencePair
 from ser.data.synthetic import synthetic_pairs
 
 
@@ -23,6 +23,9 @@ def build_pairs(data: Mapping[str, Any]) -> tuple[list[PreferencePair], list[Pre
     reports = [report]
     test = None
     if data.get("test_source"):
-        test, test_report = load_pairs(dict(data["test_source"]))
+        try:
+            test, test_report = load_pairs(dict(data["test_source"]))
+        except DataError as err:  # the training source's report still belongs in data_report.json
+            raise DataError(str(err), reports + err.reports) from None
         reports.append(test_report)
     return pairs, test, reports

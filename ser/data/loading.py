@@ -13,6 +13,7 @@ import gzip
 import json
 import os
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +22,8 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ser.data.adapters import RowError, adapt_rows
-from ser.data.schema import LoadReport, PreferencePair
+from ser.data.adapters import PREFERENCE_FORMATS, Located, RowError, adapt_rows
+from ser.data.schema import DataError, LoadReport, PreferencePair
 
 SOURCE_KEYS = (
     "adapter",
@@ -32,12 +33,13 @@ SOURCE_KEYS = (
     "split",
     "options",
     "format",
+    "file_format",
     "limit",
     "revision",
     "trust_remote_code",
 )
 EXTENSIONS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
-FORMATS = ("auto", *EXTENSIONS.values())
+FORMATS = ("auto", *EXTENSIONS.values())  # file formats (data.source.file_format)
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ class Source:
     path: str | Sequence[str] | None = None
     split: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
-    format: str = "auto"
+    format: str = "auto"  # the preference format: auto | standard | conversational (adapter=generic)
+    file_format: str = "auto"
     limit: int | None = None
     revision: str | None = None
     trust_remote_code: bool = False
@@ -66,13 +69,23 @@ class Source:
             raise ValueError("data source needs exactly one of 'hub' and 'path' set")
         if source.get("hub") and not source.get("split"):
             raise ValueError("a 'hub' data source needs 'split'")
-        if (source.get("format") or "auto") not in FORMATS:
-            raise ValueError(f"data source 'format' must be one of {FORMATS}, got {source['format']!r}")
+        if (source.get("file_format") or "auto") not in FORMATS:
+            raise ValueError(f"data source 'file_format' must be one of {FORMATS}, got {source['file_format']!r}")
+        preference = source.get("format") or "auto"
+        if preference not in PREFERENCE_FORMATS:
+            raise ValueError(f"data source 'format' (the preference format) must be one of {PREFERENCE_FORMATS}, "
+                             f"got {preference!r}; the file type is 'file_format'")
+        if preference != "auto" and source.get("adapter") != "generic":
+            raise ValueError(f"data source 'format={preference}' applies to adapter=generic (TRL's formats); "
+                             f"adapter={source.get('adapter')} reads its own format")
         limit = source.get("limit")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ValueError(f"data source 'limit' must be a positive integer or null, got {limit!r}")
         values = {key: value for key, value in source.items() if value is not None}
-        return cls(**values | {"options": dict(source.get("options") or {})})
+        options = dict(source.get("options") or {})
+        if preference != "auto":
+            options["preference_format"] = preference
+        return cls(**values | {"options": options})
 
 
 def resolve_path(path: str | os.PathLike[str]) -> Path:
@@ -85,11 +98,20 @@ def load_pairs(source: Mapping[str, Any]) -> tuple[list[PreferencePair], LoadRep
     spec = Source.parse(source)
     pairs, report = _load_hub(spec) if spec.hub else _load_files(spec)
     if not pairs:
-        raise ValueError(
-            f"{report.source}: no valid preference pairs in {report.rows_read} rows; "
-            f"skipped by reason: {report.counts}"
-        )
+        raise DataError(no_pairs_message(report, spec.adapter), [report])
     return pairs, report
+
+
+def no_pairs_message(report: LoadReport, adapter: str) -> str:
+    """Why a source gave nothing: the commonest failure (reason and field) and the first bad row itself."""
+    common = Counter((i.reason, i.field) for i in report.issues).most_common(1)
+    reason, field_name = common[0][0] if common else ("no_rows", None)
+    hint = ("; TRL's standard and conversational formats load with adapter=generic (data=generic)"
+            if adapter != "generic" and reason in ("wrong_type", "missing_field", "bad_transcript") else "")
+    first = next((i for i in report.issues if i.excerpt), report.issues[0] if report.issues else None)
+    return (f"{report.source}: no valid preference pairs in {report.rows_read} rows; most fail with {reason}"
+            + (f" in field '{field_name}'" if field_name else "") + f" ({report.counts}){hint}"
+            + (f". First: {first.describe()}" if first else ""))
 
 
 # ---- sources ----
@@ -117,7 +139,7 @@ def _load_files(spec: Source) -> tuple[list[PreferencePair], LoadReport]:
         if remaining == 0:
             break
         part = LoadReport(source=str(file))
-        with contextlib.closing(_read_rows(file, _file_format(file, spec.format))) as rows:
+        with contextlib.closing(_read_rows(file, _file_format(file, spec.file_format))) as rows:
             pairs += _adapt(rows, spec, part, prefixes[file], seen_ids, remaining)
         _merge(report, part)
     return pairs, report
@@ -185,7 +207,7 @@ def _format_by_name(path: Path) -> str | None:
 def _file_format(path: Path, configured: str) -> str:
     fmt = _format_by_name(path) if configured == "auto" else configured
     if fmt is None:
-        raise ValueError(f"{path}: cannot tell the format from the extension; set 'format'")
+        raise ValueError(f"{path}: cannot tell the file format from the extension; set 'file_format'")
     if fmt == "parquet" and path.suffix == ".gz":
         raise ValueError(f"{path}: gzip is supported for jsonl/json/csv only, not parquet")
     return fmt
@@ -217,16 +239,16 @@ def _open_text(path: Path, newline: str | None = None) -> IO[str]:
 
 
 def _json_lines(lines: Iterable[str]) -> Iterator[Any]:
-    # Blank lines are not rows; the detail gives the line number, which can then differ.
+    # Blank lines are not rows; each row carries its 1-based line number, so issues read file:line.
     for line_number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            yield json.loads(line)
+            yield Located(line_number, json.loads(line))
         except json.JSONDecodeError as err:
-            yield RowError("malformed_json", None, f"line {line_number}: {err.msg}")
+            yield Located(line_number, RowError("malformed_json", None, err.msg))
         except (ValueError, RecursionError) as err:  # an int past the digit limit; nesting too deep
-            yield RowError("malformed_json", None, f"line {line_number}: {type(err).__name__}: {str(err)[:80]}")
+            yield Located(line_number, RowError("malformed_json", None, f"{type(err).__name__}: {str(err)[:80]}"))
 
 
 def _jsonl_rows(path: Path) -> Iterator[Any]:
@@ -252,7 +274,9 @@ def _csv_rows(path: Path) -> Iterator[Any]:
     # Long answers exceed csv's 128 KiB default field limit.
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
     with _open_text(path, newline="") as f:
-        yield from csv.DictReader(f)  # empty cells stay "", so they count as empty_text
+        reader = csv.DictReader(f)  # empty cells stay "", so they count as empty_text
+        for row in reader:
+            yield Located(reader.line_num, row)  # the line a row ends on (a quoted cell may span lines)
 
 
 def _parquet_rows(path: Path) -> Iterator[Any]:

@@ -17,7 +17,8 @@ from ser.data.dataset import build_pairs
 from ser.data.schema import LoadReport, PreferencePair
 from ser.data.splits import Splits, split_pairs
 from ser.data.synthetic import fine_kind, is_stark, pair_kind
-from ser.data.tokens import TokenCache, render
+from ser.data.render import Renderer, wants_chat
+from ser.data.tokens import TokenCache
 
 log = logging.getLogger(__name__)
 SPLITS = ("seed", "val", "pool", "test")
@@ -50,8 +51,8 @@ def load_and_split(data_cfg: Mapping[str, Any], splits_cfg: Mapping[str, Any], s
         splits = Splits(seed=splits.seed, val=splits.val, pool=pool, test=splits.test)
     for r in reports:
         if r.issues:
-            log.warning("%s: skipped %d of %d rows: %s (see data_report.json)", r.source, len(r.issues), r.rows_read,
-                        r.counts)
+            log.warning("%s: skipped %d of %d rows: %s (every one in data_report.json); the first:\n  %s", r.source,
+                        len(r.issues), r.rows_read, r.counts, "\n  ".join(i.describe() for i in r.issues[:5]))
     return LoadedData(splits, reports, str(data_cfg["kind"]))
 
 
@@ -59,15 +60,19 @@ def load_and_split(data_cfg: Mapping[str, Any], splits_cfg: Mapping[str, Any], s
 class PreparedData:
     splits: Splits
     cache: TokenCache
-    template: str
+    renderer: Renderer
     reports: list[LoadReport] = field(default_factory=list)
     overlong: dict[str, Any] = field(default_factory=dict)
     loaded_sizes: dict[str, int] = field(default_factory=dict)  # before overlong pairs were dropped
     features: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     synthetic: bool = False
 
+    @property
+    def template(self) -> str:
+        return self.renderer.template
+
     def featurise(self, pairs: Sequence[PreferencePair], weights: Sequence[float] | None = None) -> list[dict[str, Any]]:
-        return pair_features(pairs, self.cache, self.template, weights)
+        return pair_features(pairs, self.cache, self.renderer, weights)
 
     def groups(self, split: str) -> list[str] | None:
         """Synthetic pairs carry their fault kind: report accuracy on stark and subtle pairs apart."""
@@ -84,22 +89,27 @@ class PreparedData:
                 "splits": self.splits.sizes(), "splits_loaded": self.loaded_sizes}
 
 
-def pair_features(pairs: Sequence[PreferencePair], cache: TokenCache, template: str,
+def pair_features(pairs: Sequence[PreferencePair], cache: TokenCache, renderer: Renderer | str,
                   weights: Sequence[float] | None = None) -> list[dict[str, Any]]:
-    chosen = cache.encode([render(template, p.prompt, p.chosen) for p in pairs])
-    rejected = cache.encode([render(template, p.prompt, p.rejected) for p in pairs])
+    """Token ids of both sides of every pair (`renderer`: a Renderer, or a text template)."""
+    if isinstance(renderer, str):
+        renderer = Renderer(cache.tokenizer, renderer)
+    chosen = cache.encode([renderer.side(p, "chosen") for p in pairs])
+    rejected = cache.encode([renderer.side(p, "rejected") for p in pairs])
     weights = weights if weights is not None else [1.0] * len(pairs)
     return [{"chosen_ids": c, "rejected_ids": r, "weight": w} for c, r, w in zip(chosen, rejected, weights)]
 
 
 def prepare(loaded: LoadedData, tokenizer, data_cfg: Mapping[str, Any]) -> PreparedData:
     """Tokenise every split once; count (and by `data.overlong`, drop) pairs longer than data.max_length."""
-    cache, template, policy = TokenCache(tokenizer, int(data_cfg["max_length"])), str(data_cfg["template"]), str(data_cfg["overlong"])
+    renderer = Renderer(tokenizer, str(data_cfg["template"]), wants_chat(data_cfg.get("chat_template", "auto"), tokenizer))
+    cache = TokenCache(tokenizer, int(data_cfg["max_length"]), add_special_tokens=renderer.adds_special_tokens)
+    policy = str(data_cfg["overlong"])
     kept, overlong = {}, {"max_length": cache.max_length, "policy": policy}
     for name in SPLITS:
         pairs = getattr(loaded.splits, name)
-        long_ = [p for p in pairs if cache.is_truncated(render(template, p.prompt, p.chosen))
-                 or cache.is_truncated(render(template, p.prompt, p.rejected))]
+        long_ = [p for p in pairs if cache.is_truncated(renderer.side(p, "chosen"))
+                 or cache.is_truncated(renderer.side(p, "rejected"))]
         overlong[f"{name}_overlong_pairs"] = len(long_)
         overlong.setdefault("examples", []).extend(p.id for p in long_[: 20 - len(overlong.get("examples", []))])
         ids = {p.id for p in long_}
@@ -118,7 +128,9 @@ def prepare(loaded: LoadedData, tokenizer, data_cfg: Mapping[str, Any]) -> Prepa
                f"splits.seed_fraction leaves no labeled training pairs ({sum(loaded.splits.sizes().values())} pairs "
                "in all): raise it or use more data")
         raise ValueError(why)
-    data = PreparedData(splits, cache, template, loaded.reports, overlong, loaded.splits.sizes(),
+    if renderer.chat:
+        log.info("texts rendered by the RM tokenizer's chat template (data.chat_template=%s)", data_cfg.get("chat_template", "auto"))
+    data = PreparedData(splits, cache, renderer, loaded.reports, overlong, loaded.splits.sizes(),
                         synthetic=loaded.kind == "synthetic")
     data.features = {name: data.featurise(getattr(splits, name)) for name in SPLITS}
     log.info("splits (by prompt): %s", splits.sizes())

@@ -20,6 +20,7 @@ class TokenCache:
 
     tokenizer: PreTrainedTokenizerBase
     max_length: int
+    add_special_tokens: bool = True  # False for chat-templated text: the template wrote them
     _ids: dict[str, list[int]] = None  # type: ignore[assignment]
     _full_length: dict[str, int] = None  # type: ignore[assignment]
 
@@ -29,11 +30,11 @@ class TokenCache:
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         missing = list(dict.fromkeys(t for t in texts if t not in self._ids))
         if missing:
-            full = self.tokenizer(missing, truncation=False, add_special_tokens=True)["input_ids"]
+            full = self.tokenizer(missing, truncation=False, add_special_tokens=self.add_special_tokens)["input_ids"]
             # A text that fits tokenises the same with or without truncation: only overlong ones go again.
             over = [i for i, f in enumerate(full) if len(f) > self.max_length]
             cut = self.tokenizer([missing[i] for i in over], truncation=True, max_length=self.max_length,
-                                 add_special_tokens=True)["input_ids"] if over else []
+                                 add_special_tokens=self.add_special_tokens)["input_ids"] if over else []
             for text, f in zip(missing, full):
                 self._full_length[text] = len(f)
                 self._ids[text] = f

@@ -84,7 +84,8 @@ def finish_run(run: Any, state: LoopState) -> dict[str, Any]:
     if store.writer:
         store.write_selflabels("all", state.selected.values())
         export_reward_model(run.rm.model, run.rm.tokenizer, store.out / "final_rm", {
-            "template": run.data.template, "max_length": cfg.data.max_length, "pooling": run.rm.module.pooling,
+            "template": run.data.template, "chat_template": run.data.renderer.chat, "max_length": cfg.data.max_length,
+            "truncation_side": str(cfg.data.truncation_side), "pooling": run.rm.module.pooling,
             **stats, "loop": final["loop"], "schedule": run.schedule, "data": cfg.data.name})
         if str(cfg.ser.keep_checkpoints) != "all":
             store.prune_checkpoints({final["loop"], loops[-1]["loop"]})

@@ -207,8 +207,12 @@ class SERLoop:
                 if row["id"] in state.removed_from_pool:
                     state.removed_from_pool.remove(row["id"])
             else:
-                state.selected[row["id"]] = {**row, "chosen": row["rejected"], "rejected": row["chosen"],
-                                             "correct": not row["correct"], "relabeled_in_loop": loop}
+                flipped_row = {**row, "chosen": row["rejected"], "rejected": row["chosen"], "correct": not row["correct"],
+                               "relabeled_in_loop": loop}
+                if row.get("conversation"):
+                    conv = row["conversation"]
+                    flipped_row["conversation"] = {**conv, "chosen": conv["rejected"], "rejected": conv["chosen"]}
+                state.selected[row["id"]] = flipped_row
         log.info("loop %d: re-scored %d self-labels, %d flipped (%s)", loop, len(rows), len(flipped), self.cfg.ser.relabel)
         return {"relabel_checked": len(rows), "relabel_flipped": len(flipped),
                 "relabel_flipped_were_correct": sum(r["correct"] for r in flipped)}

@@ -55,7 +55,7 @@ class LoopState:
 
 
 # Settings that cannot change results: a resumed run may differ in these, and in nothing else.
-PRESENTATION_KEYS = ("resume", "paths", "logger", "ckpt_every_n_steps")
+PRESENTATION_KEYS = ("resume", "paths", "logger", "ckpt_every_n_steps", "verbose", "hub_offline")
 # Settings added after runs were recorded, with the value that reproduces those runs: at that value
 # they are left out of the hash, so the older run dirs still resume (and are still skipped when done).
 NEUTRAL_SETTINGS = {("ser", "labels"): "self", ("rm", "score_compile"): False}

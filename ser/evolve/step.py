@@ -116,6 +116,7 @@ def label_rows(pool: Sequence[PreferencePair], scores: PoolScores, mask: torch.T
         pair, ra, rb, pa, pb = pool[i], float(scores.reward_a[i]), float(scores.reward_b[i]), float(scores.p_a[i]), float(scores.p_b[i])
         a_wins = ra > rb
         a_chosen = a_wins or oracle
+        labeled = pair if a_chosen else pair.swapped()
         rows.append({
             "id": pair.id, "prompt": pair.prompt,
             "chosen": pair.chosen if a_chosen else pair.rejected,
@@ -126,6 +127,7 @@ def label_rows(pool: Sequence[PreferencePair], scores: PoolScores, mask: torch.T
             "p_chosen": pa if a_chosen else pb, "p_rejected": pb if a_chosen else pa,
             "weight": label_weight(abs(ra - rb), weight_temperature),
             "correct": a_wins, "label_source": "human" if oracle else "rm",
+            **({"conversation": labeled.conversation} if labeled.conversation else {}),
         })
     return rows
 
@@ -142,4 +144,5 @@ def self_label_accuracy(rows: Sequence[dict[str, Any]]) -> float | None:
 
 
 def as_pairs(rows: Sequence[dict[str, Any]]) -> list[PreferencePair]:
-    return [PreferencePair(id=r["id"], prompt=r["prompt"], chosen=r["chosen"], rejected=r["rejected"]) for r in rows]
+    return [PreferencePair(id=r["id"], prompt=r["prompt"], chosen=r["chosen"], rejected=r["rejected"],
+                           conversation=r.get("conversation")) for r in rows]

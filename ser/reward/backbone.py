@@ -126,6 +126,8 @@ def load_backbone(rm: Mapping[str, Any], vocab_texts: list[str] | None = None
     trust = bool(rm.get("trust_remote_code", False))
     if source.get("kind") == "config":
         tokenizer = build_tiny_tokenizer(vocab_texts, decoder=bool(source.get("decoder", False)))
+        if source.get("chat_template"):  # a decoder with a chat template, as instruct models ship them
+            tokenizer.chat_template = str(source["chat_template"])
         model = _tiny_model(source["config"], tokenizer)
     else:
         where = resolve_model_source(source)

@@ -169,7 +169,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     import os
 
     from ser.io import atomic_write_jsonl
-    from ser.data.tokens import render
     from ser.reward.export import RewardScorer
 
     rows = [json.loads(line) for line in Path(args.pairs).read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -177,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not isinstance(row.get("prompt"), str) or not isinstance(row.get("response"), str):
             raise ValueError(f"{args.pairs}: row {number} needs string fields 'prompt' and 'response'")
     scorer = RewardScorer.from_pretrained(args.model_dir)
-    ids = scorer.cache.encode([render(scorer.template, r["prompt"], r["response"]) for r in rows])
+    ids = scorer.cache.encode([scorer.renderer.text(r["prompt"], r["response"]) for r in rows])
     world = int(os.environ.get("WORLD_SIZE", "1"))
     trainer_cfg = {"_target_": "pytorch_lightning.Trainer", "accelerator": args.accelerator, "devices": world,
                    "strategy": "ddp" if world > 1 else "auto"}

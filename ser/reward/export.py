@@ -8,6 +8,7 @@ records how texts were formatted and pooled, and the reward mean/std on the trai
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from collections.abc import Mapping, Sequence
@@ -18,11 +19,23 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
 from ser.io import atomic_write_json
-from ser.data.tokens import DEFAULT_TEMPLATE, TokenCache, render
+from ser.data.render import Renderer, jinja_template
+from ser.data.tokens import DEFAULT_TEMPLATE, TokenCache
 from ser.reward.module import resolve_pooling
 from ser.reward.scoring import score_texts
 
 META_FILE = "ser_reward.json"
+
+
+def portable_tokenizer(tokenizer: PreTrainedTokenizerBase, meta: Mapping[str, Any]) -> PreTrainedTokenizerBase:
+    """A copy of the RM tokenizer that carries how training tokenised: max length, truncation side, and a chat
+    template (its own, or data.template written as one), so plain transformers / TRL code scores as ser does."""
+    portable = copy.deepcopy(tokenizer)
+    portable.model_max_length = int(meta["max_length"])
+    portable.truncation_side = str(meta.get("truncation_side", tokenizer.truncation_side))
+    if not meta.get("chat_template"):
+        portable.chat_template = jinja_template(str(meta.get("template", DEFAULT_TEMPLATE)))
+    return portable
 
 
 def export_reward_model(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path,
@@ -33,7 +46,7 @@ def export_reward_model(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBa
     shutil.rmtree(tmp, ignore_errors=True)  # leftovers of a killed export
     plain = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
     plain.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
+    portable_tokenizer(tokenizer, meta).save_pretrained(tmp)
     atomic_write_json(tmp / META_FILE, dict(meta))
     # Swap in the new export before deleting the old one: a kill in between leaves one complete copy.
     old = out.with_name(out.name + ".old")
@@ -53,23 +66,31 @@ class RewardScorer:
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, *, template: str = DEFAULT_TEMPLATE,
-                 max_length: int = 512, pooling: str = "auto", batch_size: int = 64, device: str = "cpu") -> None:
+                 max_length: int = 512, pooling: str = "auto", batch_size: int = 64, device: str = "cpu",
+                 chat_template: bool = False) -> None:
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.template = template
         self.pooling = resolve_pooling(model, pooling)
-        self.cache = TokenCache(tokenizer, max_length)
+        self.renderer = Renderer(tokenizer, template, chat_template)
+        self.cache = TokenCache(tokenizer, max_length, add_special_tokens=self.renderer.adds_special_tokens)
         self.batch_size = batch_size
         self.device = device
         self.meta: dict[str, Any] = {}
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str = "cpu", **overrides: Any) -> "RewardScorer":
+    def from_pretrained(cls, path: str | Path, device: str = "cpu", use_defaults: bool = False,
+                        **overrides: Any) -> "RewardScorer":
+        """An exported RM; `use_defaults` accepts a directory without ser_reward.json (any reward model),
+        scoring with the default template, max length and pooling."""
         path = Path(path)
+        if not (path / META_FILE).exists() and not use_defaults:
+            raise FileNotFoundError(f"{path}: no {META_FILE}, so how texts were formatted, truncated and pooled in "
+                                    "training is unknown; pass use_defaults=True to score with the defaults anyway")
         meta = json.loads((path / META_FILE).read_text()) if (path / META_FILE).exists() else {}
         model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        options = {k: meta[k] for k in ("template", "max_length", "pooling") if k in meta}
+        options = {k: meta[k] for k in ("template", "max_length", "pooling", "chat_template") if k in meta}
         options.update(overrides)
         scorer = cls(model, tokenizer, device=device, **options)
         scorer.meta = meta
@@ -77,7 +98,7 @@ class RewardScorer:
 
     def score(self, pairs: Sequence[tuple[str, str]], normalize: bool = False) -> torch.Tensor:
         """One reward per (prompt, response); `normalize` uses the training reward mean/std."""
-        texts = [render(self.template, prompt, response) for prompt, response in pairs]
+        texts = [self.renderer.text(prompt, response) for prompt, response in pairs]
         rewards = score_texts(self.model, self.cache, texts, pooling=self.pooling,
                               batch_size=self.batch_size, device=self.device)
         if normalize and "reward_std" in self.meta:

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm.auto import tqdm
 
 from ser.locks import fill_once
 
@@ -100,7 +101,9 @@ class FrozenPrefix:
         self.model.eval()
         try:
             with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
-                for start in range(0, len(missing), self.batch_size):
+                starts = range(0, len(missing), self.batch_size)
+                for start in tqdm(starts, desc=f"frozen blocks 0-{self.k - 1}", disable=None if len(starts) > 4 else True,
+                                  leave=False):
                     chunk = missing[start:start + self.batch_size]
                     batch = pad_batch(chunk, self.pad_id)
                     captured.clear()

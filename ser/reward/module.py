@@ -73,7 +73,7 @@ class RewardModule(pl.LightningModule):
         self.pooling = resolve_pooling(model, pooling)
         self.val_metrics = PairwiseMetrics()
         self.train_metrics = PairwiseMetrics()
-        self.metric_prefix = ""  # e.g. "loop1/" so one logger keeps every loop apart
+        self.loop: int | None = None  # the SER loop in training: logged beside every metric (one column set for all loops)
 
     def on_fit_start(self) -> None:
         self.model.train()  # from_pretrained leaves the model in eval mode; Lightning keeps modes as found
@@ -90,27 +90,31 @@ class RewardModule(pl.LightningModule):
         chosen, rejected = self._pair_rewards(batch)
         loss = pairwise_loss(chosen, rejected, batch.get("weight"), **self.loss_options)
         if not torch.isfinite(loss):  # before backward: the weights stay those of the last good step
-            where = self.metric_prefix.rstrip("/").replace("loop", "loop ") or "training"
+            where = f"loop {self.loop}" if self.loop is not None else "training"
             raise FloatingPointError(
                 f"non-finite RM loss {loss.item()} in {where} at step {self.global_step} (epoch {self.current_epoch}, "
                 f"batch {batch_idx}); stopping: the checkpoint and state of the last finished loop are kept")
         self.train_metrics.update(chosen, rejected)
-        self.log(f"{self.metric_prefix}train/loss", loss, prog_bar=True, batch_size=chosen.shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=chosen.shape[0])
+        if self.loop is not None:
+            self.log("loop", float(self.loop), batch_size=chosen.shape[0])
         return loss
 
     def on_train_epoch_end(self) -> None:
         for name, value in self.train_metrics.compute().items():
-            self.log(f"{self.metric_prefix}train/{name}", value)
+            self.log(f"train/{name}", value)
         self.train_metrics.reset()
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
         chosen, rejected = self._pair_rewards(batch)
         self.val_metrics.update(chosen, rejected)
-        self.log(f"{self.metric_prefix}val/loss", pairwise_loss(chosen, rejected), batch_size=chosen.shape[0])
+        self.log("val/loss", pairwise_loss(chosen, rejected), batch_size=chosen.shape[0])
 
     def on_validation_epoch_end(self) -> None:
         for name, value in self.val_metrics.compute().items():
-            self.log(f"{self.metric_prefix}val/{name}", value, prog_bar=name == "accuracy")
+            self.log(f"val/{name}", value, prog_bar=name == "accuracy")
+        if self.loop is not None:
+            self.log("loop", float(self.loop))
         self.val_metrics.reset()
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:

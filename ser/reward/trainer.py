@@ -76,9 +76,9 @@ class RMTrainer:
         if loop > 0 and str(cfg.ser.retrain_from) == "base":
             self.reset_to_base()
         pl.seed_everything(derive_seed(cfg.seed, loop, "torch"), workers=True, verbose=False)
-        self.module.metric_prefix = f"loop{loop}/"
+        self.module.loop = loop
         epochs = int(cfg.rm.epochs if loop == 0 or cfg.ser.get("loop_epochs") is None else cfg.ser.loop_epochs)
-        log.info("loop %d: training the RM on %d pairs for %d epochs", loop, len(features), epochs)
+        log.debug("loop %d: training the RM on %d pairs for %d epochs", loop, len(features), epochs)
         fit_reward_model(self.module, features, val_features, trainer_cfg=cfg.trainer, epochs=epochs,
                          batch_size=int(cfg.rm.batch_size), pad_id=self.pad_id, seed=derive_seed(cfg.seed, loop, "shuffle"),
                          loggers=loggers, callbacks=[AnnounceSteps(loop)], checkpoint_dir=checkpoint_dir,

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from ser.config import validate_config
 from ser.config.launch import is_plain_ddp
 from ser.data.prepare import load_and_split, prepare
+from ser.data.schema import DataError
 from ser.evolve.loop import SERLoop
 from ser.evolve.state import config_hash
 from ser.locks import hold_run_dir
@@ -52,7 +53,11 @@ def build_loop(cfg: DictConfig, out: str | Path) -> SERLoop:
                      resume=bool(cfg.resume))
     store.open()
     store.write_run_config(cfg)
-    loaded = load_and_split(cfg.data, cfg.splits, int(cfg.seed))
+    try:
+        loaded = load_and_split(cfg.data, cfg.splits, int(cfg.seed))
+    except DataError as err:  # nothing to train on: the report of what was read still goes to the run dir
+        store.write_json("data_report.json", {"sources": [r.to_dict() for r in err.reports], "error": str(err)})
+        raise
     rm = RMTrainer.build(cfg, loaded.training_texts())
     data = prepare(loaded, rm.tokenizer, cfg.data)
     store.write_json("data_report.json", data.report())
@@ -60,7 +65,8 @@ def build_loop(cfg: DictConfig, out: str | Path) -> SERLoop:
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
     scorer = make_scorer(cfg, rm.module, rm.pad_id, out / "scores", world)
     title = f"{cfg.schedule.name} · {cfg.data.name} · {cfg.rm.name} · seed {cfg.seed}"
-    reporter = Reporter(loggers, title, out / "accuracy_per_loop.png", enabled=rank == 0)
+    reporter = Reporter(loggers, title, out / "accuracy_per_loop.png", enabled=rank == 0,
+                        config=OmegaConf.to_container(cfg, resolve=True))
     return SERLoop(cfg, data, rm, scorer, store, reporter, world)
 
 

@@ -139,7 +139,7 @@ def test_nan_loss_stops_naming_loop_and_step_and_keeps_the_last_good_loop(tmp_pa
 
     def nan_from_loop_1_step_3(self, input_ids, attention_mask):
         rewards = real_forward(self, input_ids, attention_mask)
-        if self.metric_prefix == "loop1/" and self.global_step >= 3:
+        if self.loop == 1 and self.global_step >= 3:
             return rewards * float("nan")
         return rewards
 

@@ -78,15 +78,22 @@ def test_ultrafeedback_h4_chat_lists_with_prompt() -> None:
     assert pairs == [PreferencePair("src-0", "What is 2+2?", "4", "5", 9.0, 2.0)]
 
 
-def test_ultrafeedback_trl_lib_prompt_is_user_turns_of_chosen() -> None:
-    row = {
-        "chosen": chat(("system", "Be brief."), ("user", "Hi"), ("assistant", "Hey"), ("user", "Joke?"), ("assistant", "No.")),
-        "rejected": chat(("user", "Hi"), ("assistant", "Hey"), ("user", "Joke?"), ("assistant", "A pun.")),
-        "score_chosen": 7.0,
-        "score_rejected": 6.5,
-    }
+def test_ultrafeedback_trl_lib_keeps_the_system_message_and_every_earlier_turn() -> None:
+    head = (("system", "Be brief."), ("user", "Hi"), ("assistant", "Hey"), ("user", "Joke?"))
+    row = {"chosen": chat(*head, ("assistant", "No.")), "rejected": chat(*head, ("assistant", "A pun.")),
+           "score_chosen": 7.0, "score_rejected": 6.5}
     pairs, _ = run([row], "ultrafeedback")
-    assert pairs == [PreferencePair("src-0", "Hi\n\nJoke?", "No.", "A pun.", 7.0, 6.5)]
+    prompt = "System: Be brief.\n\nUser: Hi\n\nAssistant: Hey\n\nUser: Joke?"
+    assert pairs == [PreferencePair("src-0", prompt, "No.", "A pun.", 7.0, 6.5)]
+    assert pairs[0].conversation == {"prompt": chat(*head), "chosen": chat(("assistant", "No.")),
+                                     "rejected": chat(("assistant", "A pun."))}
+
+
+def test_a_conversation_whose_sides_share_no_prompt_is_counted() -> None:
+    row = {"chosen": chat(("system", "Be brief."), ("user", "Hi"), ("assistant", "No.")),
+           "rejected": chat(("user", "Hi"), ("assistant", "A pun."))}
+    pairs, report = run([row], "ultrafeedback")
+    assert pairs == [] and issues(report) == [(0, "bad_transcript", "chosen")]
 
 
 def test_ultrafeedback_plain_strings_keep_id_and_scores() -> None:
@@ -275,7 +282,7 @@ def test_each_bad_row_is_counted_with_row_and_field() -> None:
         (1, "missing_field", "chosen"),
         (2, "missing_field", "chosen"),
         (3, "wrong_type", "prompt"),
-        (4, "wrong_type", "chosen"),
+        (4, "wrong_type", "chosen[0]"),  # a list: read as a conversation, whose first message is no message
         (5, "empty_text", "prompt"),
         (6, "empty_text", "rejected"),
         (7, "identical_pair", "rejected"),

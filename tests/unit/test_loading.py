@@ -52,7 +52,8 @@ def test_json_array(tmp_path: Path) -> None:
     path = tmp_path / "d.json"
     path.write_text(json.dumps(ROWS, indent=2))
     # nulls are what an OmegaConf config gives for keys left unset
-    nulls = {"hub": None, "hub_config": None, "split": None, "format": None, "limit": None, "options": None}
+    nulls = {"hub": None, "hub_config": None, "split": None, "format": None, "file_format": None, "limit": None,
+             "options": None}
     assert load_pairs(source(path, **nulls))[0] == PAIRS
 
 
@@ -78,11 +79,11 @@ def test_csv_empty_cell_is_empty_text(tmp_path: Path) -> None:
     assert [(i.row, i.reason, i.field) for i in report.issues] == [(1, "empty_text", "chosen")]
 
 
-def test_format_option_overrides_extension(tmp_path: Path) -> None:
+def test_file_format_option_overrides_extension(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "d.txt", ROWS)
-    with pytest.raises(ValueError, match="cannot tell the format"):
+    with pytest.raises(ValueError, match="cannot tell the file format"):
         load_pairs(source(path))
-    assert load_pairs(source(path, format="jsonl"))[0] == PAIRS
+    assert load_pairs(source(path, file_format="jsonl"))[0] == PAIRS
 
 
 # ---- bad files ----
@@ -95,8 +96,8 @@ def test_malformed_line_is_counted_with_its_row(tmp_path: Path) -> None:
     assert pairs == PAIRS
     assert report.rows_read == 3
     [issue] = report.issues
-    assert (issue.source, issue.row, issue.reason) == (str(path), 1, "malformed_json")
-    assert issue.detail.startswith("line 2:")
+    assert (issue.source, issue.row, issue.line, issue.reason) == (str(path), 1, 2, "malformed_json")
+    assert issue.describe().startswith(f"{path}:2: malformed_json (Expecting value")  # file:line, as editors count
 
 
 def test_truncated_gzip_raises_naming_the_file(tmp_path: Path) -> None:
@@ -185,7 +186,9 @@ def test_resolve_path_expands_home_and_env(monkeypatch: pytest.MonkeyPatch, tmp_
         ({"adapter": "generic", "hub": "x/y"}, "needs 'split'"),
         ({"adapter": "generic", "path": "d.jsonl", "limt": 3}, "unknown data source keys"),
         ({"adapter": "generic", "path": "d.jsonl", "limit": 0}, "'limit' must be a positive integer"),
-        ({"adapter": "generic", "path": "d.jsonl", "format": "xml"}, "'format' must be one of"),
+        ({"adapter": "generic", "path": "d.jsonl", "file_format": "xml"}, "'file_format' must be one of"),
+        ({"adapter": "generic", "path": "d.jsonl", "format": "jsonl"}, "'format' .the preference format. must be one of"),
+        ({"adapter": "hh_rlhf", "path": "d.jsonl", "format": "standard"}, "applies to adapter=generic"),
     ],
 )
 def test_bad_source_configs(bad: dict[str, Any], message: str) -> None:
