@@ -1,133 +1,49 @@
-"""Collect the summary.json of many runs into one results table, CSV and figure.
+"""Collect the summary.json of many runs into paper-ready tables: markdown, LaTeX, CSV, and a figure.
 
     python experiments/collect.py outputs/ser/sweeps
     python experiments/collect.py outputs/ser/sweeps --out docs/results/synthetic_minilm
     python experiments/collect.py outputs/a outputs/b --group-by data,rm,schedule,splits.seed --metric val_accuracy
 
 Runs are grouped by (data, rm, schedule) by default; each group reports mean ± sample std over seeds.
-Where a (data, rm) cell has seed_only, full_data and another schedule, that schedule also gets
-"gap closed": how much of the seed_only -> full_data gap in the metric it closes. Every schedule beside a
-seed_only reference also gets its paired difference from it, seed by seed: mean, 95% t-interval and
-wins/ties/losses, because a difference of means over 3 seeds says little when the seeds differ more than
-the schedules do.
+Beside a seed_only reference (same data and rm), every other schedule gets its paired difference from it,
+seed by seed (mean, 95% t-interval, wins/ties/losses); with a full_data reference too, "gap closed": how much
+of the seed_only -> full_data gap of the means it closes. `--out PREFIX` writes PREFIX.md (the table, per-loop
+means, provenance), PREFIX.tex, PREFIX.csv (the table), PREFIX_runs.csv (long format: one row per run and
+loop) and PREFIX.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import statistics
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python experiments/collect.py` puts experiments/, not the repo root, on sys.path
     sys.path.insert(0, str(ROOT))
 
-from ser.io import atomic_write_csv, atomic_write_text  # noqa: E402
+from ser.io import atomic_write_text  # noqa: E402
 
 SEED_ONLY, SER, FULL_DATA = "seed_only", "ser", "full_data"
-SCHEDULE_ORDER = (SEED_ONLY, SER, FULL_DATA)  # the reading order of the paper; other schedules follow by name
+SCHEDULE_ORDER = (SEED_ONLY, SER, FULL_DATA)  # the paper's reading order; other schedules follow by name
 DEFAULT_GROUP_BY = ("data", "rm", "schedule")
 DEFAULT_METRIC = "test_accuracy"
 DASH = "—"
-NO_VARIANT = "-"  # summary.json's variant of seed_only and full_data runs (ser.pipeline.NO_VARIANT)
+NO_VARIANT = "-"  # summary.json's variant of seed_only and full_data runs (ser/evolve/finish.py)
+LOOP_KEYS = ("status", "selected", "selected_total", "self_label_accuracy", "val_accuracy", "test_accuracy", "test_ece",
+             "train_pairs", "seconds")
+NEEDS_REFERENCES = "needs seed_only and full_data runs of the same data and rm"
 
 
 class CollectError(Exception):
     """The collected runs cannot give a trustworthy table (malformed file, duplicate seed, nothing found)."""
-
-
-@dataclass(frozen=True)
-class Run:
-    path: Path
-    summary: dict[str, Any]
-
-    @property
-    def seed(self) -> Any:
-        return self.summary.get("seed")
-
-    @property
-    def final(self) -> dict[str, Any]:
-        return self.summary["final"]
-
-    @property
-    def loops_run(self) -> int:
-        return len(self.summary["loops"]) - 1  # loop 0 is the seed RM, not an SER loop
-
-    @property
-    def seed_rm_above_chance(self) -> bool | None:
-        """Is the seed RM (loop 0) better than a coin on validation: one-sided binomial test, p < 0.05?
-        None when the run did not record its validation size or loop-0 accuracy."""
-        n_val = (self.summary.get("splits") or {}).get("val")
-        acc = self.summary["loops"][0].get("val_accuracy")
-        if not (_is_number(n_val) and n_val > 0 and _is_number(acc)):
-            return None
-        from scipy.stats import binomtest
-
-        return binomtest(round(acc * n_val), int(n_val), 0.5, alternative="greater").pvalue < 0.05
-
-    @property
-    def selected_total(self) -> int:
-        """Self-labeled pairs the reported (final) model was trained with."""
-        return _final_loop_entry(self.summary)["selected_total"]
-
-
-@dataclass(frozen=True)
-class MeanStd:
-    mean: float
-    std: float | None  # None when n == 1: a single run has no spread
-
-
-@dataclass(frozen=True)
-class GapClosed:
-    """Share (%) of the seed_only -> full_data gap a schedule closes; a note says why a value is missing."""
-    of_means: float | None
-    per_seed: MeanStd | None
-    paired_seeds: list[Any]
-    of_means_note: str = ""
-    per_seed_note: str = ""
-
-
-@dataclass(frozen=True)
-class PairedDelta:
-    """target - seed_only on the seeds both ran: mean, 95% t-interval (None for one seed), wins/ties/losses."""
-    mean: float
-    ci: tuple[float, float] | None
-    wins: int
-    ties: int
-    losses: int
-    seeds: list[Any]
-
-
-@dataclass
-class Group:
-    key: dict[str, Any]
-    runs: list[Run]
-    metrics: dict[str, MeanStd | None]
-    loops_run: float
-    selected_total: float
-    gap: GapClosed | None = None
-    delta: PairedDelta | None = None
-
-    @property
-    def n(self) -> int:
-        return len(self.runs)
-
-    @property
-    def seeds(self) -> list[Any]:
-        return [r.seed for r in self.runs]
-
-    def above_chance_cell(self) -> str:
-        """'4/12': runs whose seed RM beats a coin on validation (p < 0.05) of those that recorded it."""
-        known = [r.seed_rm_above_chance for r in self.runs if r.seed_rm_above_chance is not None]
-        return f"{sum(known)}/{len(known)}" if known else DASH
 
 
 @dataclass
@@ -135,8 +51,9 @@ class Collection:
     dirs: list[Path]
     group_by: list[str]
     metric: str
-    runs: list[Run]
-    groups: list[Group]
+    runs: pd.DataFrame  # one row per run, in table order
+    loops: pd.DataFrame  # one row per run and loop (long format)
+    table: pd.DataFrame  # one row per group
     unfinished: list[Path]
 
 
@@ -161,35 +78,6 @@ def _unique(paths: Iterable[Path]) -> list[Path]:
     return list(seen.values())
 
 
-def load_run(path: Path, metric: str = DEFAULT_METRIC) -> Run:
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-        _validate(summary, metric)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise CollectError(f"malformed summary.json: {path}: {err}") from err
-    return Run(path, summary)
-
-
-def _validate(summary: Any, metric: str) -> None:
-    if not isinstance(summary, dict):
-        raise TypeError("top level is not an object")
-    if not isinstance(summary.get("loops"), list) or not summary["loops"]:
-        raise ValueError("'loops' is missing or empty")
-    if not isinstance(summary.get("final"), dict):
-        raise ValueError("'final' is missing")
-    if not _is_number(summary["final"].get(metric)):
-        raise ValueError(f"final.{metric} is missing or not a number")
-    _final_loop_entry(summary)
-
-
-def _final_loop_entry(summary: dict[str, Any]) -> dict[str, Any]:
-    loop = summary["final"].get("loop")
-    for entry in summary["loops"]:
-        if entry.get("loop") == loop:
-            return entry
-    raise KeyError(f"final.loop {loop!r} is not among the loops")
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -204,129 +92,155 @@ def lookup(summary: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-# ---- grouping and statistics -----------------------------------------------------------------------
-def _order_value(value: Any) -> tuple[int, float, str]:
-    return (0, value, "") if _is_number(value) else (1, 0.0, str(value))
+def load_summary(path: Path, metric: str) -> dict[str, Any]:
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(summary, dict):
+            raise TypeError("top level is not an object")
+        if not isinstance(summary.get("loops"), list) or not summary["loops"]:
+            raise ValueError("'loops' is missing or empty")
+        if not all(isinstance(e, dict) for e in summary["loops"]):
+            raise TypeError("'loops' holds a non-object")
+        if not isinstance(summary.get("final"), dict) or not _is_number(summary["final"].get(metric)):
+            raise ValueError(f"final.{metric} is missing or not a number")
+        if summary["final"].get("loop") not in [e.get("loop") for e in summary["loops"]]:
+            raise KeyError(f"final.loop {summary['final'].get('loop')!r} is not among the loops")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CollectError(f"malformed summary.json: {path}: {err}") from err
+    return summary
 
 
-def _schedule_rank(schedule: Any) -> int:
-    return SCHEDULE_ORDER.index(schedule) if schedule in SCHEDULE_ORDER else len(SCHEDULE_ORDER)
-
-
-def _group_order(key: tuple[Any, ...], group_by: Sequence[str]) -> tuple[Any, ...]:
-    return tuple((_schedule_rank(value) if name == "schedule" else 0, *_order_value(value))
-                 for name, value in zip(group_by, key))
-
-
-def group_runs(runs: Iterable[Run], group_by: Sequence[str]) -> dict[tuple[Any, ...], list[Run]]:
-    """Runs per group key, in table order; a (group, seed) seen twice is an error (it would bias the mean)."""
-    groups: dict[tuple[Any, ...], list[Run]] = {}
-    seen: dict[tuple[Any, ...], Run] = {}
-    for run in runs:
-        try:
-            key = tuple(lookup(run.summary, k) for k in group_by)
-        except KeyError as err:
-            raise CollectError(f"{run.path}: has no group-by key {err}") from err
-        if any(isinstance(v, (dict, list)) for v in key):
-            raise CollectError(f"{run.path}: group-by keys {list(group_by)} must name single values, not objects")
-        other = seen.setdefault((*key, _order_value(run.seed)), run)
-        if other is not run:
-            raise CollectError(f"duplicate runs for {dict(zip(group_by, key))}, seed {run.seed}: "
-                               f"{other.path} and {run.path}")
-        groups.setdefault(key, []).append(run)
-    for members in groups.values():
-        members.sort(key=lambda r: _order_value(r.seed))
-    return {k: groups[k] for k in sorted(groups, key=lambda k: _group_order(k, group_by))}
-
-
-def mean_std(values: Sequence[float]) -> MeanStd | None:
-    if not values:
+def seed_rm_above_chance(summary: dict[str, Any]) -> bool | None:
+    """Does the seed RM (loop 0) beat a coin on validation: one-sided binomial test, p < 0.05? None when the
+    run did not record its validation size or loop-0 accuracy."""
+    n_val = (summary.get("splits") or {}).get("val")
+    acc = summary["loops"][0].get("val_accuracy")
+    if not (_is_number(n_val) and n_val > 0 and _is_number(acc)):
         return None
-    return MeanStd(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None)
+    from scipy.stats import binomtest
+
+    return bool(binomtest(round(acc * n_val), int(n_val), 0.5, alternative="greater").pvalue < 0.05)
 
 
-def shown_metrics(metric: str) -> list[str]:
-    return list(dict.fromkeys([metric, "test_accuracy", "test_ece"]))
+def run_row(path: Path, summary: dict[str, Any], group_by: Sequence[str], metric: str) -> dict[str, Any]:
+    try:
+        key = {k: lookup(summary, k) for k in group_by}
+    except KeyError as err:
+        raise CollectError(f"{path}: has no group-by key {err}") from err
+    if any(isinstance(v, (dict, list)) for v in key.values()):
+        raise CollectError(f"{path}: group-by keys {list(group_by)} must name single values, not objects")
+    final = summary["final"]
+    return {**key, "seed": summary.get("seed"), "final_loop": final["loop"],
+            **{m: final.get(m) for m in dict.fromkeys(("val_accuracy", "test_accuracy", "test_ece", metric))},
+            "loops_run": len(summary["loops"]) - 1,  # loop 0 is the seed RM, not an SER loop
+            "selected_total": max((e.get("selected_total") or 0) for e in summary["loops"]),  # the run's total
+            "seed_rm_above_chance": seed_rm_above_chance(summary), "path": str(path)}
 
 
-def summarize(key: dict[str, Any], runs: list[Run], metric: str) -> Group:
-    # a metric a run did not record (e.g. test_ece null) is left out of that metric's mean only
-    metrics = {m: mean_std([r.final[m] for r in runs if _is_number(r.final.get(m))]) for m in shown_metrics(metric)}
-    return Group(key=key, runs=runs, metrics=metrics,
-                 loops_run=statistics.fmean(r.loops_run for r in runs),
-                 selected_total=statistics.fmean(r.selected_total for r in runs))
+def loop_rows(path: Path, summary: dict[str, Any], key: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for e in summary["loops"]:
+        row = {**key, "seed": summary.get("seed"), "loop": e.get("loop"), **{k: e.get(k) for k in LOOP_KEYS},
+               "final": e.get("loop") == summary["final"]["loop"], "path": str(path)}
+        for nested in ("test_accuracy_by_group", "test_accuracy_by_kind", "selected_by_group"):
+            for name, value in (e.get(nested) or {}).items():
+                row[f"{nested}.{name}"] = value
+        rows.append(row)
+    return rows
 
 
-def gap_closed(target: Group, seed_only: Group, full: Group, metric: str) -> GapClosed:
-    """(target - seed_only) / (full_data - seed_only) in %, of the means and per paired seed."""
-    t, s, f = (g.metrics[metric].mean for g in (target, seed_only, full))
-    of_means, of_means_note = (100 * (t - s) / (f - s), "") if f - s > 0 else (None, "n/a (full <= seed)")
-
-    by_seed = [{_order_value(r.seed): r.final[metric] for r in g.runs} for g in (target, seed_only, full)]
-    paired = sorted(set(by_seed[0]) & set(by_seed[1]) & set(by_seed[2]))
-    seeds = [r.seed for r in target.runs if _order_value(r.seed) in paired]
-    if not paired:
-        return GapClosed(of_means, None, [], of_means_note, "n/a (no seed in all three)")
-    if any(by_seed[2][k] - by_seed[1][k] <= 0 for k in paired):
-        return GapClosed(of_means, None, seeds, of_means_note, "n/a (full <= seed)")
-    ratios = [100 * (by_seed[0][k] - by_seed[1][k]) / (by_seed[2][k] - by_seed[1][k]) for k in paired]
-    return GapClosed(of_means, mean_std(ratios), seeds, of_means_note)
-
-
-def paired_delta(target: Group, seed_only: Group, metric: str) -> PairedDelta | None:
-    """target - seed_only seed by seed; the interval is mean ± t(0.975, n-1) * std / sqrt(n)."""
-    reference = {_order_value(r.seed): r.final.get(metric) for r in seed_only.runs}
-    pairs = [(r.seed, r.final.get(metric), reference.get(_order_value(r.seed))) for r in target.runs]
-    pairs = [(seed, t, s) for seed, t, s in pairs if _is_number(t) and _is_number(s)]
-    if not pairs:
-        return None
-    diffs = [t - s for _, t, s in pairs]
-    mean = statistics.fmean(diffs)
-    ci = None
-    if len(diffs) > 1:
-        from scipy.stats import t as student_t
-
-        half = float(student_t.ppf(0.975, len(diffs) - 1)) * statistics.stdev(diffs) / len(diffs) ** 0.5
-        ci = (mean - half, mean + half)
-    return PairedDelta(mean, ci, sum(d > 0 for d in diffs), sum(d == 0 for d in diffs), sum(d < 0 for d in diffs),
-                       [seed for seed, _, _ in pairs])
-
-
-def add_gaps(groups: list[Group], group_by: Sequence[str], metric: str) -> None:
-    """Give every schedule other than the two references a gap-closed value where both references exist,
-    and a paired difference from seed_only where that reference exists."""
-    if "schedule" not in group_by:
-        return
-    by_key = {tuple(g.key.items()): g for g in groups}
-
-    def reference(group: Group, schedule: str) -> Group | None:
-        key = {**group.key, "schedule": schedule}
-        if "variant" in key:  # the references select nothing: one seed_only / full_data row serves every variant
-            key["variant"] = NO_VARIANT
-        return by_key.get(tuple(key.items()))
-
-    for group in groups:
-        if group.key["schedule"] in (SEED_ONLY, FULL_DATA):
-            continue
-        seed_only, full = reference(group, SEED_ONLY), reference(group, FULL_DATA)
-        if seed_only:
-            group.delta = paired_delta(group, seed_only, metric)
-        if seed_only and full:
-            group.gap = gap_closed(group, seed_only, full, metric)
+def _sort_key(series: pd.Series) -> pd.Series:
+    if series.name == "schedule":
+        return series.map(lambda s: (SCHEDULE_ORDER.index(s) if s in SCHEDULE_ORDER else len(SCHEDULE_ORDER), str(s)))
+    return series.map(lambda v: (0, v, "") if _is_number(v) else (1, 0, str(v)))
 
 
 def collect(dirs: Sequence[str | Path], group_by: Sequence[str] = DEFAULT_GROUP_BY,
             metric: str = DEFAULT_METRIC) -> Collection:
+    group_by = list(group_by)
     paths, unfinished = find_runs(dirs)
     if not paths:
         hint = f" ({_unfinished_line(unfinished)})" if unfinished else ""
         raise CollectError(f"no summary.json found under {', '.join(map(str, dirs))}{hint}")
-    runs = [load_run(p, metric) for p in paths]
-    grouped = group_runs(runs, group_by)
-    groups = [summarize(dict(zip(group_by, key)), members, metric) for key, members in grouped.items()]
-    add_gaps(groups, group_by, metric)
-    ordered_runs = [r for members in grouped.values() for r in members]
-    return Collection([Path(d) for d in dirs], list(group_by), metric, ordered_runs, groups, unfinished)
+    summaries = {p: load_summary(p, metric) for p in paths}
+    runs = pd.DataFrame([run_row(p, s, group_by, metric) for p, s in summaries.items()])
+    duplicated = runs[runs.duplicated([*group_by, "seed"], keep=False)]
+    if len(duplicated):
+        first = duplicated.iloc[0]
+        same = duplicated[(duplicated[group_by + ["seed"]] == first[group_by + ["seed"]]).all(axis=1)]
+        raise CollectError(f"duplicate runs for {dict(first[group_by])}, seed {first['seed']}: "
+                           + " and ".join(same["path"]))
+    runs = runs.sort_values([*group_by, "seed"], key=_sort_key, kind="stable").reset_index(drop=True)
+    loops = pd.DataFrame([row for _, r in runs.iterrows()
+                          for row in loop_rows(Path(r["path"]), summaries[Path(r["path"])], dict(r[group_by]))])
+    table = aggregate(runs, group_by, metric)
+    return Collection([Path(d) for d in dirs], group_by, metric, runs, loops, table, unfinished)
+
+
+# ---- statistics --------------------------------------------------------------------------------------
+def paired_delta(target: pd.DataFrame, reference: pd.DataFrame, metric: str) -> dict[str, Any]:
+    """target - reference seed by seed; the interval is mean ± t(0.975, n-1) * std / sqrt(n)."""
+    pairs = target[["seed", metric]].merge(reference[["seed", metric]], on="seed", suffixes=("", "_ref")).dropna()
+    if pairs.empty:
+        return {}
+    diffs = pairs[metric] - pairs[f"{metric}_ref"]
+    out = {"delta": diffs.mean(), "delta_low": None, "delta_high": None, "wins": int((diffs > 0).sum()),
+           "ties": int((diffs == 0).sum()), "losses": int((diffs < 0).sum()), "delta_seeds": list(pairs["seed"])}
+    if len(diffs) > 1:
+        from scipy.stats import t as student_t
+
+        half = float(student_t.ppf(0.975, len(diffs) - 1)) * diffs.std(ddof=1) / len(diffs) ** 0.5
+        out.update(delta_low=out["delta"] - half, delta_high=out["delta"] + half)
+    return out
+
+
+def aggregate(runs: pd.DataFrame, group_by: list[str], metric: str) -> pd.DataFrame:
+    """One row per group: n, seeds, mean and std of the metrics, the run-total self-labels, and against the
+    references (same keys but schedule, and no variant) the paired difference and the gap closed."""
+    rows = []
+    grouped = runs.groupby(group_by, sort=False, dropna=False)
+    for key, members in grouped:
+        key = dict(zip(group_by, key if isinstance(key, tuple) else (key,)))
+        row = {**key, "n": len(members), "seeds": ", ".join(map(str, members["seed"]))}
+        for m in dict.fromkeys((metric, "test_accuracy", "test_ece")):
+            values = pd.to_numeric(members[m], errors="coerce").dropna()
+            row[f"{m}_mean"], row[f"{m}_std"] = (values.mean(), values.std(ddof=1) if len(values) > 1 else None) \
+                if len(values) else (None, None)
+        row["selected_total"] = members["selected_total"].mean()
+        row["loops_run"] = members["loops_run"].mean()
+        known = members["seed_rm_above_chance"].dropna()
+        row["seed_rm_above_chance"] = f"{int(known.sum())}/{len(known)}" if len(known) else DASH
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if "schedule" not in group_by:
+        return table
+
+    def reference(key: dict[str, Any], schedule: str) -> pd.DataFrame | None:
+        ref = {**{k: key[k] for k in group_by}, "schedule": schedule}
+        if "variant" in ref:  # the references select nothing: one seed_only / full_data row serves every variant
+            ref["variant"] = NO_VARIANT
+        mask = (runs[list(ref)] == pd.Series(ref)).all(axis=1)
+        return runs[mask] if mask.any() else None
+
+    for i, row in table.iterrows():
+        if row["schedule"] == SEED_ONLY:
+            continue
+        members = runs[(runs[group_by] == row[group_by]).all(axis=1)]
+        seed_only, full = reference(dict(row[group_by]), SEED_ONLY), reference(dict(row[group_by]), FULL_DATA)
+        if seed_only is not None:
+            for k, v in paired_delta(members, seed_only, metric).items():
+                table.at[i, k] = v if k != "delta_seeds" else ", ".join(map(str, v))
+        if row["schedule"] == FULL_DATA:
+            continue
+        if seed_only is None or full is None:
+            table.at[i, "gap_note"] = NEEDS_REFERENCES
+            continue
+        s, f = seed_only[metric].mean(), full[metric].mean()
+        if f - s > 0:
+            table.at[i, "gap_closed"] = 100 * (row[f"{metric}_mean"] - s) / (f - s)
+        else:
+            table.at[i, "gap_note"] = "full data not above seed-only"
+    return table
 
 
 # ---- rendering ---------------------------------------------------------------------------------------
@@ -334,225 +248,180 @@ def _is_accuracy(metric: str) -> bool:
     return "accuracy" in metric
 
 
-def _metric_header(metric: str) -> str:
+def _header(metric: str) -> str:
     return f"{metric} (%)" if _is_accuracy(metric) else metric
 
 
-def format_metric(metric: str, value: MeanStd | None) -> str:
-    """Accuracy in percent with 2 decimals, anything else (ECE) raw with 3."""
-    if value is None:
+def _mean_std(metric: str, mean: Any, std: Any) -> str:
+    if mean is None or pd.isna(mean):
         return DASH
     scale, digits = (100, 2) if _is_accuracy(metric) else (1, 3)
-    std = DASH if value.std is None else f"{scale * value.std:.{digits}f}"
-    return f"{scale * value.mean:.{digits}f} ± {std}"
+    spread = DASH if std is None or pd.isna(std) else f"{scale * std:.{digits}f}"
+    return f"{scale * mean:.{digits}f} ± {spread}"
 
 
-def _gap_cells(group: Group) -> list[str]:
-    gap = group.gap
-    if gap is None:
-        return [DASH, DASH]
-    of_means = gap.of_means_note or f"{gap.of_means:.2f}%"
-    if gap.per_seed is None:
-        return [of_means, gap.per_seed_note]
-    std = DASH if gap.per_seed.std is None else f"{gap.per_seed.std:.2f}"
-    per_seed = f"{gap.per_seed.mean:.2f} ± {std}%"
-    if len(gap.paired_seeds) < group.n:  # say so when only some seeds could be paired
-        per_seed += f" (seeds {', '.join(map(str, gap.paired_seeds))})"
-    return [of_means, per_seed]
-
-
-def _delta_cell(group: Group, metric: str) -> str:
+def _delta(row: pd.Series, metric: str, n: int) -> str:
     """'+1.02 [-2.10, +4.14] 2/0/1' (points for accuracies): mean, 95% CI, wins/ties/losses vs seed_only."""
-    d = group.delta
-    if d is None:
+    if pd.isna(row.get("delta", float("nan"))):
         return DASH
     scale, digits = (100, 2) if _is_accuracy(metric) else (1, 3)
-    text = f"{scale * d.mean:+.{digits}f}"
-    if d.ci is not None:
-        text += f" [{scale * d.ci[0]:+.{digits}f}, {scale * d.ci[1]:+.{digits}f}]"
-    text += f" {d.wins}/{d.ties}/{d.losses}"
-    if len(d.seeds) < group.n:
-        text += f" (seeds {', '.join(map(str, d.seeds))})"
+    text = f"{scale * row['delta']:+.{digits}f}"
+    if not pd.isna(row.get("delta_low", float("nan"))):
+        text += f" [{scale * row['delta_low']:+.{digits}f}, {scale * row['delta_high']:+.{digits}f}]"
+    text += f" {int(row['wins'])}/{int(row['ties'])}/{int(row['losses'])}"
+    if len(str(row["delta_seeds"]).split(", ")) < n:
+        text += f" (seeds {row['delta_seeds']})"
     return text
 
 
-def markdown_table(collection: Collection) -> str:
-    metrics = shown_metrics(collection.metric)
-    headers = [*collection.group_by, "n", "seeds", *map(_metric_header, metrics), "loops run", "selected_total"]
-    with_gap = "schedule" in collection.group_by
-    if with_gap:
-        headers += [f"gap closed (of means, {collection.metric})", "gap closed per seed mean ± std",
-                    "Δ vs seed_only per seed [95% CI] W/T/L"]
-    headers.append("loop-0 RM above chance on val (binomial p < 0.05)")  # the seed RM: can its self-labels beat coin flips?
+def display_table(c: Collection) -> tuple[pd.DataFrame, list[str]]:
+    """The table as shown (formatted cells), and its footnotes."""
+    metrics, notes = list(dict.fromkeys((c.metric, "test_accuracy", "test_ece"))), []
+    shown = c.table[c.group_by + ["seeds"]].copy()
+    for m in metrics:
+        shown[_header(m)] = [_mean_std(m, r[f"{m}_mean"], r[f"{m}_std"]) for _, r in c.table.iterrows()]
+    shown["self-labels (run total)"] = [f"{v:.0f}" for v in c.table["selected_total"]]
+    if "schedule" in c.group_by:
+        gaps = []
+        for _, r in c.table.iterrows():
+            if r["schedule"] in (SEED_ONLY, FULL_DATA):
+                gaps.append("")
+            elif not pd.isna(r.get("gap_closed", float("nan"))):
+                gaps.append(f"{r['gap_closed']:.1f}%")
+            else:
+                note = r.get("gap_note") or NEEDS_REFERENCES
+                notes.append(note) if note not in notes else None
+                gaps.append(DASH + "¹²³"[notes.index(note)])
+        shown[f"gap closed ({c.metric})"] = gaps
+        shown["Δ vs seed_only [95% CI] W/T/L"] = ["" if r["schedule"] == SEED_ONLY else _delta(r, c.metric, int(r["n"]))
+                                                  for _, r in c.table.iterrows()]
+    shown["seed RM above chance on val"] = c.table["seed_rm_above_chance"]
+    return shown, [f"{'¹²³'[i]} {note}" for i, note in enumerate(notes)]
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    headers = [str(h) for h in frame.columns]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for g in collection.groups:
-        cells = [*(str(v) for v in g.key.values()), str(g.n), ", ".join(map(str, g.seeds)),
-                 *(format_metric(m, g.metrics[m]) for m in metrics), f"{g.loops_run:.2f}", f"{g.selected_total:.1f}"]
-        if with_gap:
-            cells += [*_gap_cells(g), _delta_cell(g, collection.metric)]
-        cells.append(g.above_chance_cell())
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
-def loop_rows(collection: Collection) -> list[dict[str, Any]]:
-    """Per group of self-labeling runs and per loop, means over the runs that reached the loop: what
-    each loop selected, how often its self-labels were right, and what validation and test then saw."""
-    rows = []
-    for g in collection.groups:
-        if not any(r.loops_run > 0 for r in g.runs):
-            continue
-        for loop in range(max(len(r.summary["loops"]) for r in g.runs)):
-            entries = [r.summary["loops"][loop] for r in g.runs if len(r.summary["loops"]) > loop]
-
-            def mean(key: str) -> float | None:
-                values = [e[key] for e in entries if _is_number(e.get(key))]
-                return sum(values) / len(values) if values else None
-
-            rows.append({**g.key, "loop": loop, "runs": len(entries), "selected": mean("selected"),
-                         "self_label_accuracy": mean("self_label_accuracy"), "val_accuracy": mean("val_accuracy"),
-                         "test_accuracy": mean("test_accuracy"),
-                         "final_here": sum(r.final["loop"] == loop for r in g.runs)})
-    return rows
+def markdown_table(c: Collection) -> str:
+    shown, notes = display_table(c)
+    return _markdown(shown) + ("\n" + "\n".join(notes) + "\n" if notes else "")
 
 
-def loop_table(collection: Collection) -> str:
-    rows = loop_rows(collection)
-    if not rows:
+def latex_table(c: Collection) -> str:
+    shown, notes = display_table(c)
+    tex = shown.to_latex(index=False, escape=True, column_format="l" * len(shown.columns))
+    return tex + "".join(f"% {n}\n" for n in notes)
+
+
+def loop_means(c: Collection) -> pd.DataFrame:
+    """Per group and loop, means over the runs that reached the loop (self-labeling runs only)."""
+    ser = c.loops[c.loops.groupby(c.group_by + ["seed"])["loop"].transform("max") > 0] if len(c.loops) else c.loops
+    if ser.empty:
+        return ser
+    extra = [k for k in ser.columns if k.startswith("test_accuracy_by_group.")]
+    agg = {"runs": ("seed", "count"), "selected": ("selected", "mean"),
+           "self_label_accuracy": ("self_label_accuracy", "mean"), "val_accuracy": ("val_accuracy", "mean"),
+           "test_accuracy": ("test_accuracy", "mean"), **{k.split(".")[-1]: (k, "mean") for k in extra},
+           "final_here": ("final", "sum")}
+    numeric = ser.copy()
+    for k in ("selected", "self_label_accuracy", "val_accuracy", "test_accuracy", *extra):
+        numeric[k] = pd.to_numeric(numeric[k], errors="coerce")
+    return numeric.groupby(c.group_by + ["loop"], sort=False, dropna=False).agg(**agg).reset_index()
+
+
+def loop_table(c: Collection) -> str:
+    means = loop_means(c)
+    if means.empty:
         return ""
-    headers = [*collection.group_by, "loop", "runs", "selected (mean)", "self-label accuracy (%)",
-               "val accuracy (%)", "test accuracy (%)", "final RM from this loop"]
-
-    def pct(v: float | None) -> str:
-        return DASH if v is None else f"{100 * v:.2f}"
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for r in rows:
-        cells = [*(str(r[k]) for k in collection.group_by), str(r["loop"]), str(r["runs"]),
-                 DASH if r["selected"] is None else f"{r['selected']:.1f}", pct(r["self_label_accuracy"]),
-                 pct(r["val_accuracy"]), pct(r["test_accuracy"]), str(r["final_here"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    shown = means[c.group_by + ["loop", "runs"]].copy()
+    shown["selected (mean)"] = [DASH if pd.isna(v) else f"{v:.1f}" for v in means["selected"]]
+    pct = lambda v: DASH if pd.isna(v) else f"{100 * v:.2f}"  # noqa: E731
+    for col, name in (("self_label_accuracy", "self-label accuracy (%)"), ("val_accuracy", "val accuracy (%)"),
+                      ("test_accuracy", "test accuracy (%)"), ("stark", "stark test (%)"), ("subtle", "subtle test (%)")):
+        if col in means:
+            shown[name] = [pct(v) for v in means[col]]
+    shown["final RM from this loop"] = means["final_here"].astype(int)
+    return _markdown(shown)
 
 
-def csv_rows(collection: Collection) -> list[dict[str, Any]]:
-    """One row per run, in table order."""
-    rows = []
-    for run in collection.runs:
-        row = {k: lookup(run.summary, k) for k in ("data", "rm", "schedule") if k in run.summary}
-        row.update({k: lookup(run.summary, k) for k in collection.group_by})
-        row.update({"seed": run.seed, "final_loop": run.final["loop"]})
-        row.update({m: run.final.get(m) for m in ("val_accuracy", "test_accuracy", "test_ece", collection.metric)})
-        row.update({"loops_run": run.loops_run, "selected_total": run.selected_total, "path": str(run.path)})
-        rows.append(row)
-    return rows
-
-
-def _cluster(summary: dict[str, Any], group_by: Sequence[str]) -> str:
-    """The bar cluster / line colour of a run: its group key without the schedule, e.g. 'synthetic/minilm'."""
-    return "/".join(str(lookup(summary, k)) for k in group_by if k != "schedule") or "all runs"
-
-
-def plot(collection: Collection, path: Path) -> Path:
-    """Left: mean final metric per schedule (± std) per cluster; right: the metric per loop of every ser run."""
+def plot(c: Collection, path: Path) -> Path:
+    """Left: the mean final metric per schedule (± std), axis from 0 with a coin's 50% marked; right: the metric
+    per loop of every ser run, with the seed_only and full_data means as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    metric, scale = c.metric, 100 if _is_accuracy(c.metric) else 1
+    clusters = [k for k in c.group_by if k != "schedule"]
+    table = c.table.assign(cluster=c.table[clusters].astype(str).agg("/".join, axis=1) if clusters else "all runs")
     fig, (bars, loops) = plt.subplots(1, 2, figsize=(14, 6))
-    _plot_bars(bars, collection)
-    _plot_ser_loops(loops, collection, plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    names = list(dict.fromkeys(table["cluster"]))
+    series = list(dict.fromkeys(table["schedule"])) if "schedule" in table else [metric]
+    width = 0.8 / len(series)
+    for j, name in enumerate(series):
+        rows = table[table["schedule"] == name] if "schedule" in table else table
+        xs = [names.index(cl) + (j - (len(series) - 1) / 2) * width for cl in rows["cluster"]]
+        bars.bar(xs, scale * rows[f"{metric}_mean"], width, yerr=scale * rows[f"{metric}_std"].fillna(0.0).astype(float),
+                 capsize=3, label=name)
+    if _is_accuracy(metric):
+        bars.axhline(50, color="grey", linestyle=":", linewidth=1, label="a coin (50%)")
+        bars.set_ylim(0, 100)
+    many = len(names) > 3
+    bars.set_xticks(range(len(names)), names, rotation=35 if many else 0, ha="right" if many else "center",
+                    fontsize=6 if many else None)
+    bars.set_ylabel(_header(metric))
+    bars.set_title(f"final {metric} (mean ± std over seeds)")
+    bars.grid(axis="y", alpha=0.3)
+    bars.legend(fontsize=8)
+    ser = c.loops[c.loops["schedule"] == SER] if "schedule" in c.loops else c.loops.iloc[0:0]
+    loops.set_title(f"{metric} per loop of the ser runs")
+    for (_, run) in ser.groupby("path", sort=False):
+        loops.plot(run["loop"], scale * pd.to_numeric(run[metric], errors="coerce"), linewidth=0.8, alpha=0.5)
+    for schedule, style in ((SEED_ONLY, "--"), (FULL_DATA, ":")):
+        refs = c.runs[c.runs["schedule"] == schedule][metric] if "schedule" in c.runs else []
+        if len(refs):
+            loops.axhline(scale * refs.mean(), color="black", linestyle=style, linewidth=1, label=f"{schedule} mean")
+    loops.set_xlabel("loop (0 = seed RM)")
+    loops.set_ylabel(_header(metric))
+    loops.grid(alpha=0.3)
+    if len(ser) or len(c.runs):
+        loops.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
     try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fig.savefig(tmp, dpi=110)
+        tmp.replace(path)
     finally:
         plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return path
 
 
-def _plot_bars(ax: Any, collection: Collection) -> None:
-    metric, scale = collection.metric, 100 if _is_accuracy(collection.metric) else 1
-    clusters = list(dict.fromkeys(_cluster(g.runs[0].summary, collection.group_by) for g in collection.groups))
-    series = list(dict.fromkeys(str(g.key.get("schedule", metric)) for g in collection.groups))
-    width = 0.8 / len(series)
-    for j, name in enumerate(series):
-        members = [g for g in collection.groups if str(g.key.get("schedule", metric)) == name]
-        offset = (j - (len(series) - 1) / 2) * width
-        xs = [clusters.index(_cluster(g.runs[0].summary, collection.group_by)) + offset for g in members]
-        ax.bar(xs, [scale * g.metrics[metric].mean for g in members], width,
-               yerr=[scale * (g.metrics[metric].std or 0.0) for g in members], capsize=3, label=name)
-    many = len(clusters) > 3  # long variant names: slanted and small, or they print over each other
-    ax.set_xticks(range(len(clusters)), clusters, rotation=35 if many else 0, ha="right" if many else "center",
-                  fontsize=6 if many else None)
-    ax.set_ylabel(_metric_header(metric))
-    ax.set_title(f"final {metric} (mean ± std over seeds)")
-    low = min(scale * g.metrics[metric].mean for g in collection.groups)
-    ax.set_ylim(bottom=max(0.0, low - 0.15 * scale) if low > 0 else None)  # accuracies differ in the top 30%
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-
-
-def _plot_ser_loops(ax: Any, collection: Collection, colors: list[str]) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    metric, scale = collection.metric, 100 if _is_accuracy(collection.metric) else 1
-    ser_runs = [r for r in collection.runs if r.summary.get("schedule") == SER]
-    ax.set_title(f"{metric} per loop of the ser runs")
-    if not ser_runs:
-        ax.text(0.5, 0.5, "no ser runs", ha="center", va="center", transform=ax.transAxes)
-        return
-    clusters = list(dict.fromkeys(_cluster(r.summary, collection.group_by) for r in ser_runs))
-    for i, cluster in enumerate(clusters):
-        color = colors[i % len(colors)]
-        runs = [r for r in ser_runs if _cluster(r.summary, collection.group_by) == cluster]
-        per_loop: dict[int, list[float]] = {}
-        for run in runs:
-            points = [(e["loop"], scale * e[metric]) for e in run.summary["loops"] if _is_number(e.get(metric))]
-            ax.plot(*zip(*points), color=color, linewidth=0.8, alpha=0.4)
-            for loop, value in points:
-                per_loop.setdefault(loop, []).append(value)
-        # runs stop at different loops: a loop's mean is over the runs that reached it
-        xs = sorted(per_loop)
-        ax.plot(xs, [statistics.fmean(per_loop[x]) for x in xs], color=color, linewidth=2.5,
-                marker="o", label=f"ser {cluster} (mean of {len(runs)})")
-        for schedule in (SEED_ONLY, FULL_DATA):
-            refs = [r.final[metric] for r in collection.runs
-                    if r.summary.get("schedule") == schedule and _cluster(r.summary, collection.group_by) == cluster]
-            if refs:
-                ax.axhline(scale * statistics.fmean(refs), color=color, linestyle="--", linewidth=1,
-                           label=f"{schedule} {cluster} mean")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("loop (0 = seed RM)")
-    ax.set_ylabel(_metric_header(metric))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-
-
-def write_outputs(collection: Collection, prefix: str | Path, command: str, regenerate: str | None = None) -> list[Path]:
-    """PREFIX.md (table + provenance), PREFIX.csv (one row per run), PREFIX.png; every write atomic."""
+def write_outputs(c: Collection, prefix: str | Path, command: str, regenerate: str | None = None) -> list[Path]:
+    """PREFIX.md, PREFIX.tex, PREFIX.csv (the table), PREFIX_runs.csv (per run and loop), PREFIX.png."""
     prefix = Path(prefix)
-    if regenerate:  # the caller's own command (e.g. a script with globs): the run dirs are in the CSV's path column
-        provenance = f"{len(collection.runs)} runs (their dirs: the `path` column of {prefix.name}.csv); regenerate with:"
+    runs_csv = prefix.with_name(prefix.name + "_runs.csv")
+    if regenerate:  # the caller's own command (e.g. a script with globs): the run dirs are in the runs CSV
+        provenance = f"{len(c.runs)} runs (their dirs: the `path` column of {runs_csv.name}); regenerate with:"
         command = regenerate
     else:
-        dirs = ", ".join(f"`{d}`" for d in collection.dirs)
-        provenance = f"{len(collection.runs)} runs collected from {dirs} with:"
-    text = f"# {prefix.name}\n\n{markdown_table(collection)}\n{provenance}\n\n```\n{command}\n```\n"
-    if collection.unfinished:
-        text += f"\n{_unfinished_line(collection.unfinished)}\n"
-    if loops := loop_table(collection):
+        provenance = f"{len(c.runs)} runs collected from {', '.join(f'`{d}`' for d in c.dirs)} with:"
+    text = f"# {prefix.name}\n\n{markdown_table(c)}\n{provenance}\n\n```\n{command}\n```\n"
+    if c.unfinished:
+        text += f"\n{_unfinished_line(c.unfinished)}\n"
+    if loops := loop_table(c):
         text += f"\n## Per loop (means over the runs that reached the loop)\n\n{loops}"
     return [atomic_write_text(prefix.with_name(prefix.name + ".md"), text),
-            atomic_write_csv(prefix.with_name(prefix.name + ".csv"), csv_rows(collection)),
-            plot(collection, prefix.with_name(prefix.name + ".png"))]
+            atomic_write_text(prefix.with_name(prefix.name + ".tex"), latex_table(c)),
+            atomic_write_text(prefix.with_name(prefix.name + ".csv"), c.table.to_csv(index=False)),
+            atomic_write_text(runs_csv, c.loops.to_csv(index=False)),
+            plot(c, prefix.with_name(prefix.name + ".png"))]
 
 
 def _unfinished_line(unfinished: Sequence[Path]) -> str:
@@ -563,7 +432,7 @@ def _unfinished_line(unfinished: Sequence[Path]) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dirs", nargs="+", help="run or sweep dirs, searched recursively for summary.json")
-    parser.add_argument("--out", help="write OUT.md, OUT.csv and OUT.png (e.g. docs/results/synthetic_minilm)")
+    parser.add_argument("--out", help="write OUT.md, OUT.tex, OUT.csv, OUT_runs.csv and OUT.png")
     parser.add_argument("--group-by", default=",".join(DEFAULT_GROUP_BY),
                         help="comma-separated summary keys, dotted paths allowed (default: %(default)s)")
     parser.add_argument("--metric", default=DEFAULT_METRIC,

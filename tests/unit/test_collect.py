@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from experiments.collect import CollectError, collect, csv_rows, main, markdown_table, write_outputs
+from experiments.collect import CollectError, collect, latex_table, main, markdown_table, write_outputs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,58 +52,54 @@ def sweep(tmp_path: Path) -> Path:
     return root
 
 
+def group(c, **key):
+    rows = c.table
+    for k, v in key.items():
+        rows = rows[rows[k] == v]
+    assert len(rows) == 1, key
+    return rows.iloc[0]
+
+
 def test_groups_means_stds_and_gap_closed(sweep: Path) -> None:
     c = collect([sweep])
-    assert [g.key["schedule"] for g in c.groups] == ["seed_only", "ser", "full_data"]
-    seed_only, ser, full = c.groups
-    assert ser.n == 3 and ser.seeds == [0, 1, 2]
-    assert ser.metrics["test_accuracy"].mean == pytest.approx(0.72)
-    assert ser.metrics["test_accuracy"].std == pytest.approx(0.02)
-    assert seed_only.metrics["test_ece"].mean == pytest.approx(0.2)
-    assert seed_only.metrics["test_ece"].std == pytest.approx(0.1)
-    assert ser.metrics["test_ece"].std == pytest.approx(0.0)
-    assert ser.loops_run == 2 and ser.selected_total == 200
-    assert seed_only.loops_run == 0 and seed_only.gap is None and full.gap is None
-    assert ser.gap.of_means == pytest.approx(50.0)
-    assert ser.gap.per_seed.mean == pytest.approx(50.0)
-    assert ser.gap.per_seed.std == pytest.approx(0.0, abs=1e-9)
-    assert ser.gap.paired_seeds == [0, 1, 2]
-
+    assert list(c.table["schedule"]) == ["seed_only", "ser", "full_data"]
+    seed_only, ser, full = (group(c, schedule=s) for s in ("seed_only", "ser", "full_data"))
+    assert ser["n"] == 3 and ser["seeds"] == "0, 1, 2"
+    assert ser["test_accuracy_mean"] == pytest.approx(0.72) and ser["test_accuracy_std"] == pytest.approx(0.02)
+    assert seed_only["test_ece_mean"] == pytest.approx(0.2) and seed_only["test_ece_std"] == pytest.approx(0.1)
+    assert ser["test_ece_std"] == pytest.approx(0.0)
+    assert ser["loops_run"] == 2 and ser["selected_total"] == 200  # the run's total: every self-label it made
+    assert ser["gap_closed"] == pytest.approx(50.0)
     table = markdown_table(c)
-    assert ("| synthetic | minilm | ser | 3 | 0, 1, 2 | 72.00 ± 2.00 | 0.050 ± 0.000 | 2.00 | 200.0 "
-            "| 50.00% | 50.00 ± 0.00% |") in table
-    assert ("| synthetic | minilm | seed_only | 3 | 0, 1, 2 | 62.00 ± 2.00 | 0.200 ± 0.100 | 0.00 | 0.0 "
-            "| — | — |") in table
+    assert "| synthetic | minilm | ser | 0, 1, 2 | 72.00 ± 2.00 | 0.050 ± 0.000 | 200 | 50.0% |" in table
+    assert "| synthetic | minilm | seed_only | 0, 1, 2 | 62.00 ± 2.00 | 0.200 ± 0.100 | 0 |  |  |" in table
 
 
-def test_single_run_std_is_a_dash_and_full_below_seed_is_na(tmp_path: Path) -> None:
+def test_single_run_std_is_a_dash_and_full_below_seed_is_noted(tmp_path: Path) -> None:
     write(tmp_path / "a", summary("seed_only", 0, 0.70, 0.1))
     write(tmp_path / "b", summary("ser", 0, 0.72, 0.1))
     write(tmp_path / "c", summary("full_data", 0, 0.65, 0.1))
     c = collect([tmp_path])
-    ser = c.groups[1]
-    assert ser.metrics["test_accuracy"].std is None
-    assert ser.gap.of_means is None and ser.gap.per_seed is None
     table = markdown_table(c)
-    assert "72.00 ± —" in table
-    assert "| n/a (full <= seed) | n/a (full <= seed) |" in table
+    assert "72.00 ± —" in table and "| —¹ |" in table and "¹ full data not above seed-only" in table
 
 
-def test_gap_only_within_the_same_data_and_rm(tmp_path: Path) -> None:
+def test_a_gap_needs_both_references_of_the_same_data_and_rm_and_says_so(tmp_path: Path) -> None:
     write(tmp_path / "a", summary("seed_only", 0, 0.6, 0.1))
     write(tmp_path / "b", summary("ser", 0, 0.7, 0.1))
     write(tmp_path / "c", summary("full_data", 0, 0.8, 0.1, rm="other"))
     write(tmp_path / "d", summary("ablation_x", 0, 0.7, 0.1, rm="other"))
     c = collect([tmp_path])
-    assert all(g.gap is None for g in c.groups)
+    assert c.table["gap_closed"].isna().all() if "gap_closed" in c.table else True
     # the other rm sorts after minilm; unknown schedules follow the three known ones
-    assert [(g.key["rm"], g.key["schedule"]) for g in c.groups] == [
+    assert list(zip(c.table["rm"], c.table["schedule"])) == [
         ("minilm", "seed_only"), ("minilm", "ser"), ("other", "full_data"), ("other", "ablation_x")]
+    assert "¹ needs seed_only and full_data runs of the same data and rm" in markdown_table(c)
 
 
 def test_dotted_group_by_key(sweep: Path) -> None:
     c = collect([sweep], group_by=["schedule", "splits.seed"])
-    assert [(g.key["schedule"], g.key["splits.seed"], g.n) for g in c.groups] == [
+    assert list(zip(c.table["schedule"], c.table["splits.seed"], c.table["n"])) == [
         ("seed_only", 196, 3), ("ser", 196, 3), ("full_data", 196, 3)]
 
 
@@ -144,26 +141,30 @@ def test_no_summary_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "no summary.json found" in capsys.readouterr().err
 
 
-def test_csv_rows_one_per_run(sweep: Path) -> None:
-    rows = csv_rows(collect([sweep]))
-    assert len(rows) == 9
-    assert rows[3] == {"data": "synthetic", "rm": "minilm", "schedule": "ser", "seed": 0, "final_loop": 2,
-                       "val_accuracy": 0.5, "test_accuracy": 0.70, "test_ece": 0.05, "loops_run": 2,
-                       "selected_total": 200, "path": str(sweep / "schedule=ser,seed=0" / "summary.json")}
+def test_the_long_format_has_one_row_per_run_and_loop(sweep: Path) -> None:
+    c = collect([sweep])
+    assert len(c.runs) == 9 and len(c.loops) == 3 * 1 + 3 * 3 + 3 * 1
+    ser0 = c.loops[(c.loops["schedule"] == "ser") & (c.loops["seed"] == 0)]
+    assert list(ser0["loop"]) == [0, 1, 2] and list(ser0["selected_total"]) == [0, 100, 200]
+    assert list(ser0["final"]) == [False, False, True]
 
 
 def test_write_outputs(sweep: Path, tmp_path: Path) -> None:
     c = collect([sweep])
-    md, csv_path, png = write_outputs(c, tmp_path / "results" / "demo", command="python experiments/collect.py x")
-    assert md.read_text().count("50.00%") == 1 and "python experiments/collect.py x" in md.read_text()
-    with csv_path.open() as handle:
-        assert [r["schedule"] for r in csv.DictReader(handle)] == ["seed_only"] * 3 + ["ser"] * 3 + ["full_data"] * 3
+    md, tex, table_csv, runs_csv, png = write_outputs(c, tmp_path / "results" / "demo", command="python experiments/collect.py x")
+    assert md.read_text().count("50.0%") == 1 and "python experiments/collect.py x" in md.read_text()
+    with table_csv.open() as handle:
+        assert [r["schedule"] for r in csv.DictReader(handle)] == ["seed_only", "ser", "full_data"]
+    with runs_csv.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 15 and {"loop", "seed", "self_label_accuracy", "path"} <= set(rows[0])
+    assert tex.read_text().startswith("\\begin{tabular}") and "72.00 ± 2.00" in tex.read_text()
     assert png.read_bytes().startswith(b"\x89PNG")
-    assert sorted(p.name for p in png.parent.iterdir()) == ["demo.csv", "demo.md", "demo.png"]  # no temp files left
-    md, _, _ = write_outputs(c, tmp_path / "results" / "demo", command="python experiments/collect.py x y z",
-                             regenerate="bash make_tables.sh")
+    assert sorted(p.name for p in png.parent.iterdir()) == ["demo.csv", "demo.md", "demo.png", "demo.tex", "demo_runs.csv"]
+    md, *_ = write_outputs(c, tmp_path / "results" / "demo", command="python experiments/collect.py x y z",
+                           regenerate="bash make_tables.sh")
     assert "bash make_tables.sh" in md.read_text() and "x y z" not in md.read_text()
-    assert "9 runs (their dirs: the `path` column of demo.csv)" in md.read_text()
+    assert "9 runs (their dirs: the `path` column of demo_runs.csv)" in md.read_text()
 
 
 def test_cli_writes_outputs(sweep: Path, tmp_path: Path) -> None:
@@ -172,11 +173,11 @@ def test_cli_writes_outputs(sweep: Path, tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "experiments/collect.py", str(sweep), "--out", str(prefix)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "| synthetic | minilm | ser | 3 | 0, 1, 2 | 72.00 ± 2.00 |" in proc.stdout
+    assert "| synthetic | minilm | ser | 0, 1, 2 | 72.00 ± 2.00 |" in proc.stdout
     md = prefix.with_suffix(".md").read_text()
-    assert "50.00%" in md and f"collected from `{sweep}`" in md and f"--out {prefix}" in md
-    assert len(prefix.with_suffix(".csv").read_text().strip().splitlines()) == 10
-    assert prefix.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+    assert "50.0%" in md and f"collected from `{sweep}`" in md and f"--out {prefix}" in md
+    assert len(prefix.with_suffix(".csv").read_text().strip().splitlines()) == 4
+    assert prefix.with_suffix(".tex").exists() and prefix.with_name("cli_runs.csv").exists()
 
 
 def test_cli_without_summaries_exits_1(tmp_path: Path) -> None:
@@ -189,16 +190,16 @@ def test_variants_share_one_seed_only_and_full_data_reference(sweep: Path) -> No
     # two SER variants beside the references: each gets its own gap against the same seed_only / full_data
     for path in sweep.glob("*/summary.json"):
         s = json.loads(path.read_text())
-        s["variant"] = "paper/calibrated(0.55,0.45,0.3)" if s["schedule"] == "ser" else "-"
+        s["variant"] = "calibrated: paper[1,1,2]" if s["schedule"] == "ser" else "-"
         path.write_text(json.dumps(s))
     for seed, acc in enumerate([0.65, 0.67, 0.69]):  # a variant closing a quarter of the gap
         s = summary("ser", seed, acc, 0.05, 2)
-        s["variant"] = "paper/percentile(0.5,0.5,0) top25%"
+        s["variant"] = "top_gap: paper[1,1,2]"
         write(sweep / f"schedule=ser,ser=top_gap,seed={seed}", s)
     c = collect([sweep], group_by=("data", "rm", "schedule", "variant"))
-    gaps = {g.key["variant"]: g.gap.of_means for g in c.groups if g.key["schedule"] == "ser"}
-    assert gaps == {"paper/calibrated(0.55,0.45,0.3)": pytest.approx(50.0),
-                    "paper/percentile(0.5,0.5,0) top25%": pytest.approx(25.0)}
+    ser = c.table[c.table["schedule"] == "ser"]
+    assert dict(zip(ser["variant"], ser["gap_closed"])) == {"calibrated: paper[1,1,2]": pytest.approx(50.0),
+                                                            "top_gap: paper[1,1,2]": pytest.approx(25.0)}
 
 
 def test_per_loop_table_averages_the_runs_that_reached_each_loop(tmp_path: Path) -> None:
@@ -207,15 +208,15 @@ def test_per_loop_table_averages_the_runs_that_reached_each_loop(tmp_path: Path)
     long["loops"][2]["selected"] = 40
     write(tmp_path / "a", short)
     write(tmp_path / "b", long)
-    collection = collect([tmp_path])
-    from experiments.collect import loop_rows, loop_table
+    c = collect([tmp_path])
+    from experiments.collect import loop_means, loop_table
 
-    rows = {r["loop"]: r for r in loop_rows(collection)}
-    assert [rows[i]["runs"] for i in (0, 1, 2)] == [2, 2, 1]
-    assert rows[1]["self_label_accuracy"] == pytest.approx(0.8)
-    assert rows[2]["selected"] == 40 and rows[0]["self_label_accuracy"] is None
-    assert rows[1]["final_here"] == 1 and rows[2]["final_here"] == 1
-    assert "| synthetic | minilm | ser | 1 | 2 | 100.0 | 80.00 |" in loop_table(collection)
+    rows = loop_means(c).set_index("loop")
+    assert list(rows["runs"]) == [2, 2, 1]
+    assert rows.loc[1, "self_label_accuracy"] == pytest.approx(0.8)
+    assert rows.loc[2, "selected"] == 40 and pd.isna(rows.loc[0, "self_label_accuracy"])
+    assert rows.loc[1, "final_here"] == 1 and rows.loc[2, "final_here"] == 1
+    assert "| synthetic | minilm | ser | 1 | 2 | 100.0 | 80.00 |" in loop_table(c)
 
 
 def test_paired_delta_vs_seed_only_mean_t_interval_and_wins(tmp_path: Path) -> None:
@@ -226,11 +227,10 @@ def test_paired_delta_vs_seed_only_mean_t_interval_and_wins(tmp_path: Path) -> N
         write(tmp_path / f"ser{seed}", summary("ser", seed, t, 0.1))
     write(tmp_path / "ser3", summary("ser", 3, 0.9, 0.1))
     c = collect([tmp_path])
-    ser = next(g for g in c.groups if g.key["schedule"] == "ser")
-    assert ser.delta.mean == pytest.approx(0.02)
-    assert ser.delta.ci == pytest.approx((0.02 - 0.074524, 0.02 + 0.074524), abs=1e-6)
-    assert (ser.delta.wins, ser.delta.ties, ser.delta.losses) == (2, 0, 1)
-    assert ser.delta.seeds == [0, 1, 2]
+    ser = group(c, schedule="ser")
+    assert ser["delta"] == pytest.approx(0.02)
+    assert (ser["delta_low"], ser["delta_high"]) == pytest.approx((0.02 - 0.074524, 0.02 + 0.074524), abs=1e-6)
+    assert (ser["wins"], ser["ties"], ser["losses"]) == (2, 0, 1) and ser["delta_seeds"] == "0, 1, 2"
     assert "| +2.00 [-5.45, +9.45] 2/0/1 (seeds 0, 1, 2) | 0/4 |" in markdown_table(c)
 
 
@@ -238,10 +238,10 @@ def test_paired_delta_counts_ties_and_needs_no_full_data(tmp_path: Path) -> None
     write(tmp_path / "a", summary("seed_only", 0, 0.60, 0.1))
     write(tmp_path / "b", summary("ser", 0, 0.60, 0.1))
     c = collect([tmp_path])
-    ser = c.groups[1]
-    assert ser.gap is None and ser.delta.ci is None
-    assert (ser.delta.mean, ser.delta.wins, ser.delta.ties, ser.delta.losses) == (0.0, 0, 1, 0)
-    assert markdown_table(c).splitlines()[3].endswith("| — | — | +0.00 0/1/0 | 0/1 |")
+    ser = group(c, schedule="ser")
+    assert pd.isna(ser["delta_low"])
+    assert (ser["delta"], ser["wins"], ser["ties"], ser["losses"]) == (0.0, 0, 1, 0)
+    assert markdown_table(c).splitlines()[3].endswith("| —¹ | +0.00 0/1/0 | 0/1 |")
 
 
 def test_seed_rm_above_chance_is_a_one_sided_binomial_test_on_validation(tmp_path: Path) -> None:
@@ -255,6 +255,13 @@ def test_seed_rm_above_chance_is_a_one_sided_binomial_test_on_validation(tmp_pat
     del unknown["splits"]["val"]
     write(tmp_path / "ser2", unknown)
     c = collect([tmp_path])
-    assert [r.seed_rm_above_chance for r in c.runs] == [False, True, None]
-    assert c.groups[0].above_chance_cell() == "1/2"
+    assert list(c.runs["seed_rm_above_chance"]) == [False, True, None]
+    assert group(c, schedule="ser")["seed_rm_above_chance"] == "1/2"
     assert markdown_table(c).splitlines()[2].endswith("| 1/2 |")
+
+
+def test_latex_table_escapes_and_carries_the_notes(tmp_path: Path) -> None:
+    write(tmp_path / "a", summary("seed_only", 0, 0.6, 0.1, data="hh_rlhf"))
+    write(tmp_path / "b", summary("ser", 0, 0.7, 0.1, data="hh_rlhf"))
+    tex = latex_table(collect([tmp_path]))
+    assert "hh\\_rlhf" in tex and "seed\\_only" in tex and "% ¹ needs seed_only" in tex
