@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The real-data runs behind docs/results/real_data.md, then the tables. Every command resumes where it
+# The real-data runs behind docs/results/real_data.md (measured 2026-11 with the code of that time: rerun
+# today, the same commands give new numbers, as the random streams and the default phase schedule changed),
+# then the tables. Every command resumes where it
 # stopped and skips finished runs (run dirs derive from the overrides), so re-running this script
 # continues an interrupted queue. On the 2-core CPU: ~3 hours with two jobs at a time (the script runs one).
 #   bash experiments/real_data.sh              # runs + tables
@@ -35,12 +37,12 @@ if [ "${1:-}" != tables ]; then
   $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=ser ser.top_fraction=0.1
   # Issue 3's ablations on HH: seed fraction (default SER), and the paper rule's knobs around ser=calibrated.
   $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=seed_only,ser splits.seed_fraction=0.05,0.1,0.25,0.5
-  $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=ser ser=calibrated ser.rule=union,status1_only
-  $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=ser ser=calibrated ser.confidence=pointwise,pairwise
+  $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=ser ser=calibrated phases=union,status1_only
+  $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=ser ser=calibrated ser.confidence._target_=ser.evolve.confidence.Pointwise,ser.evolve.confidence.Pairwise
   $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=ser ser=calibrated \
-      ser.thresholds.tau_high=0.52 ser.thresholds.tau_low=0.48 ser.thresholds.delta=0.2
+      ser.rule.tau_high=0.52 ser.rule.tau_low=0.48 ser.rule.delta=0.2
   $PY run.py -m experiment=cpu/hh_rlhf seed=$SEEDS schedule=ser ser=calibrated \
-      ser.thresholds.tau_high=0.6 ser.thresholds.tau_low=0.4 ser.thresholds.delta=0.4
+      ser.rule.tau_high=0.6 ser.rule.tau_low=0.4 ser.rule.delta=0.4
   # Diagnostic: is a later loop's gain the self-labels or just more training? The seed RM, trained longer.
   $PY run.py -m experiment=cpu/summarize seed=$SEEDS schedule=seed_only rm.epochs=4,8 hydra.sweep.dir=outputs/ser/diagnostics
   # Diagnostic: TL;DR at 384 tokens instead of 128 (128 cuts 1,770 of 1,771 pairs to the summary and the post's end).
@@ -86,9 +88,9 @@ collect $S/experiment=cpu_{hh_rlhf,summarize,ultrafeedback},schedule=*,seed=[012
 collect $S/experiment=cpu_hh_rlhf,schedule=*,seed=[012] $S/experiment=cpu_hh_rlhf,schedule=*,seed=[012],splits.seed_fraction=* \
     --group-by data,rm,schedule,seed_fraction --out docs/results/real_cpu_ablation_seed_fraction
 collect $S/experiment=cpu_hh_rlhf,schedule=seed_only,seed=[012] $S/experiment=cpu_hh_rlhf,schedule=full_data,seed=[012] \
-    $S/experiment=cpu_hh_rlhf,schedule=ser,seed=[012],ser.confidence=*,ser=calibrated \
-    $S/experiment=cpu_hh_rlhf,schedule=ser,seed=[012],ser.rule=*,ser=calibrated \
-    $S/experiment=cpu_hh_rlhf,schedule=ser,seed=[012],ser.thresholds* \
+    $S/experiment=cpu_hh_rlhf,schedule=ser,seed=[012],ser.confidence._target_=*,ser=calibrated \
+    $S/experiment=cpu_hh_rlhf,phases=*,schedule=ser,seed=[012],ser=calibrated \
+    $S/experiment=cpu_hh_rlhf,schedule=ser,seed=[012],ser.rule.* \
     $S/experiment=cpu_hh_rlhf,schedule=ser,seed=[012],ser=calibrated \
     --group-by data,rm,schedule,variant --out docs/results/real_cpu_ablation_paper_rule
 # The TL;DR length diagnostic (its own table: max_length is not part of the variant string).

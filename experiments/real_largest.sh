@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# SER on the largest real preference data reachable here (docs/results/real_largest.md): every HH-RLHF
+# helpfulness subset (data=hh_helpful_shared, ~5,100 pairs), TL;DR and UltraFeedback, with every MiniLM block
+# trained at 256 tokens (experiment=real/*), the setting in which seed RMs leave chance on validation.
+# Resumable: re-running continues where it stopped and skips finished runs. On the 2-core CPU this is
+# a day of compute; run it in the background and collect what finished:
+#   nohup bash experiments/real_largest.sh > real_largest.log 2>&1 &
+#   bash experiments/real_largest.sh tables
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+JOBS=${JOBS:-2}
+SEEDS=${SEEDS:-0,1,2,3,4,5}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+S=outputs/ser/sweeps
+PAR="launcher=joblib hydra.launcher.n_jobs=$JOBS"
+if [ "${1:-}" != tables ]; then
+  # The RM setting, chosen on validation: MiniLM (every block) against SmolLM2-135M-Instruct with LoRA.
+  $PY run.py -m experiment=real/hh_helpful schedule=seed_only seed=0,1,2 rm=minilm,smollm2 $PAR
+  for d in hh_helpful summarize ultrafeedback; do
+    $PY run.py -m experiment=real/$d schedule=seed_only,ser,full_data seed=$SEEDS $PAR
+  done
+fi
+$PY experiments/collect.py $S/experiment=real_{hh_helpful,summarize,ultrafeedback},schedule=*,seed=* \
+    --out docs/results/real_largest --regenerate "bash experiments/real_largest.sh tables"
+$PY experiments/collect.py $S/experiment=real_hh_helpful,rm=*,schedule=seed_only,seed=* \
+    --metric val_accuracy --out docs/results/real_rm_choice --regenerate "bash experiments/real_largest.sh tables"
