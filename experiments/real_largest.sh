@@ -16,12 +16,12 @@ S=outputs/ser/sweeps
 PAR="launcher=joblib hydra.launcher.n_jobs=$JOBS"
 if [ "${1:-}" != tables ]; then
   # The RM setting, chosen on validation: MiniLM (every block) against SmolLM2-135M-Instruct with LoRA.
-  $PY run.py -m experiment=real/hh_helpful schedule=seed_only seed=0,1,2 rm=minilm,smollm2 $PAR
+  $PY run.py -m experiment=real/hh_helpful schedule=seed_only seed=0,1,2 rm=smollm2 $PAR
   for d in hh_helpful summarize ultrafeedback; do
     $PY run.py -m experiment=real/$d schedule=seed_only,ser,full_data seed=$SEEDS $PAR
   done
 fi
 $PY experiments/collect.py $S/experiment=real_{hh_helpful,summarize,ultrafeedback},schedule=*,seed=* \
     --out docs/results/real_largest --regenerate "bash experiments/real_largest.sh tables"
-$PY experiments/collect.py $S/experiment=real_hh_helpful,rm=*,schedule=seed_only,seed=* \
-    --metric val_accuracy --out docs/results/real_rm_choice --regenerate "bash experiments/real_largest.sh tables"
+$PY experiments/collect.py $S/experiment=real_hh_helpful,schedule=seed_only,seed=[012] \
+    $S/experiment=real_hh_helpful,rm=smollm2,schedule=seed_only,seed=* --metric val_accuracy --out docs/results/real_rm_choice --regenerate "bash experiments/real_largest.sh tables"
