@@ -37,7 +37,7 @@ def test_bad_rows_are_counted_per_reason_with_file_and_row(tmp_path):
     assert source["rows_read"] == 306 and source["pairs_kept"] == 300
     assert source["skipped_by_reason"] == {"missing_field": 1, "wrong_type": 1, "empty_text": 1,
                                            "identical_pair": 1, "duplicate_id": 1, "malformed_json": 1}
-    assert any("prefs.jsonl, row 100" in e and "missing_field" in e for e in source["examples"])
+    assert any(e.startswith(f"{data}:101: missing_field") for e in source["examples"])  # file:line, 1-based
     overlong = report["overlong"]
     assert overlong["policy"] == "drop" and overlong["overlong_pairs"] > 0
     assert sum(report["splits_loaded"].values()) == 300  # split by prompt first, then overlong pairs dropped

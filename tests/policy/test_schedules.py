@@ -93,11 +93,16 @@ def test_the_rm_stage_resumes_the_plain_rm_command_s_run_dir(compose_cfg, tmp_pa
         OmegaConf.to_container(plain, resolve=True))
 
 
-def test_every_policy_schedule_composes_with_its_algorithm(compose_cfg):
+def test_every_policy_schedule_composes_with_its_algorithm(compose_cfg, tmp_path):
     for schedule in ("ser_ppo", "seed_ppo", "full_ppo", "ser_dpo"):  # default policy model: smollm2
         cfg = compose_cfg([f"schedule={schedule}"])
         validate_config(cfg)
         assert cfg.policy.algo == schedule.split("_")[1] and cfg.policy.model.name == "smollm2"
-    cfg = compose_cfg(["schedule=ser_ppo", "policy/model=hub", "policy.model.source.name_or_path=some/model"])
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    cfg = compose_cfg(["schedule=ser_ppo", "policy/model=hub", f"policy.model.source.name_or_path={model}"])
     validate_config(cfg)
+    with pytest.raises(ConfigError, match=r"policy\.model\.source\.name_or_path.*not in the local Hugging Face cache"):
+        validate_config(compose_cfg(["schedule=ser_ppo", "policy/model=hub", "policy.model.source.name_or_path=some/model"]))
     assert cfg.policy.model.source.kind == "hub"

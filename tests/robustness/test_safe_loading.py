@@ -94,7 +94,7 @@ def test_gguf_conversion_and_exported_rm_load_without_remote_code(monkeypatch, t
     calls.clear()
     monkeypatch.setattr(export.AutoModelForSequenceClassification, "from_pretrained", _recorder(calls))
     with pytest.raises(_Called):
-        export.RewardScorer.from_pretrained(tmp_path)
+        export.RewardScorer.from_pretrained(tmp_path, use_defaults=True)
     assert calls[0].get("trust_remote_code", False) is False and calls[0]["use_safetensors"] is True
 
 

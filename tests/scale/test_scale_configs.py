@@ -102,7 +102,7 @@ def test_wandb_resumes_the_same_run_id(tmp_path):
     raw = OmegaConf.load(ROOT / "conf" / "logger" / "wandb.yaml")
     node = OmegaConf.to_container(raw, resolve=False)["wandb"]
     assert node["id"] == "${wandb_id:${paths.output_dir}}"
-    node = {**node, "id": wandb_id(str(tmp_path)), "name": "t",
+    node = {**node, "id": wandb_id(str(tmp_path)), "name": "t", "group": "g", "tags": ["t"],
             "save_dir": str(tmp_path)}
     logger = instantiate(node)
     assert logger._wandb_init["resume"] == "allow" and logger._wandb_init["id"] == wandb_id(str(tmp_path))
