@@ -120,7 +120,7 @@ class RewardModule(pl.LightningModule):
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         if gradient_clip_val and str(self.trainer.precision) == "bf16-mixed":
             # bf16 autocast has no gradient scaler, so the gradients are final: clip them here. Lightning's
-            # AMP plugin refuses to clip for a fused optimizer (rm.optimizer.fused, ~30x faster on CPU).
+            # AMP plugin refuses to clip for a fused optimizer (rm.optimizer.fused; docs/performance.md).
             params = [p for group in optimizer.param_groups for p in group["params"]]
             if gradient_clip_algorithm in (None, "norm"):
                 torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)

@@ -114,3 +114,12 @@ def test_the_exported_rm_scores_alike_in_plain_transformers(tmp_path):
     with pytest.raises(FileNotFoundError, match="use_defaults=True"):
         RewardScorer.from_pretrained(out / "final_rm")
     assert RewardScorer.from_pretrained(out / "final_rm", use_defaults=True).score([(prompt, response)]).shape == (1,)
+
+
+def test_a_failed_run_prints_one_traceback(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "q", "chosen": 1, "rejected": "b"}\n')
+    result = _cli(SMOKE + ["data=generic", f"data.source.path={bad}"], tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and output.count("Traceback") == 1
+    assert f"First: {bad}:1: wrong_type in field 'chosen'" in output
