@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ser.data.schema import PreferencePair, flatten  # noqa: F401  (flatten: the text side of jinja_template)
+from ser.data.schema import PreferencePair
 from ser.data.tokens import DEFAULT_TEMPLATE, render
 
 Messages = Sequence[Mapping[str, str]]

@@ -13,7 +13,6 @@ decisions from it (which pairs to self-label) all take the same ones.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import shutil

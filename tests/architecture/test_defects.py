@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -83,7 +82,6 @@ def test_the_trainer_shuffles_each_loop_with_its_derived_stream(tmp_path, monkey
 
 FILL = """
 import sys, time
-from pathlib import Path
 from ser.locks import fill_once
 target = Path(sys.argv[1])
 def fill():

@@ -41,10 +41,8 @@ def test_a_smoke_run_prints_at_most_25_lines(smoke_cli):
 
 def test_the_composed_config_is_in_csv_and_wandb(smoke_cli):
     import yaml
-    from omegaconf import OmegaConf
 
     out, _ = smoke_cli
-    composed = OmegaConf.to_container(OmegaConf.load(out / ".hydra" / "config.yaml"))
     hparams = yaml.safe_load((out / "csv" / "version_0" / "hparams.yaml").read_text())
     assert hparams["seed"] == 0 and hparams["schedule"]["name"] == "ser" and hparams["ser"]["name"] == "top_gap"
     run_file = next((out / "wandb").glob("offline-run-*/run-*.wandb")).read_bytes()

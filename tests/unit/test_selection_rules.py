@@ -9,7 +9,7 @@ from ser.data.schema import PreferencePair
 from ser.evolve.agreement import agreement_mask, mc_dropout
 from ser.evolve.confidence import Pairwise, Percentile, ZScore
 from ser.evolve.phases import Adaptive, Status1Only, Union
-from ser.evolve.rules import PoolScores, Thresholds
+from ser.evolve.rules import Thresholds
 from ser.evolve.state import LoopState
 from ser.evolve.step import StepSettings, evolve_step, label_weight
 
