@@ -12,7 +12,9 @@ REFERENCE_SCHEDULES = ("seed_only", "full_data")  # train once, never self-label
 # Policy schedules: an RM schedule first, then a policy trained on its final RM.
 POLICY_SCHEDULES = {"ser_ppo": "ser", "seed_ppo": "seed_only", "full_ppo": "full_data", "ser_dpo": "ser"}
 POLICY_ALGOS = {"ser_ppo": "ppo", "seed_ppo": "ppo", "full_ppo": "ppo", "ser_dpo": "dpo"}
-ALL_SCHEDULES = RM_SCHEDULES + tuple(POLICY_SCHEDULES)
+# The RM and the policy evolve together: the policy's samples are the unlabeled pool (ser/evolve/coevolve.py).
+COEVOLVE = "coevolve"
+ALL_SCHEDULES = RM_SCHEDULES + tuple(POLICY_SCHEDULES) + (COEVOLVE,)
 
 
 class ConfigError(ValueError):

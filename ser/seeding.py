@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
-STREAMS = ("shuffle", "torch", "dropout_agreement")
+STREAMS = ("shuffle", "torch", "dropout_agreement", "prompts", "sampling", "policy")
 
 
 def derive_seed(seed: int, loop: int, purpose: str) -> int:

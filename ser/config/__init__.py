@@ -17,12 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ser.config.launch import check_launch
-from ser.config.policy import validate_policy_config
+from ser.config.policy import validate_coevolve_config, validate_policy_config
 from ser.config.resolvers import register_resolvers, run_id, wandb_id
 from ser.config.sources import check_model_source
 from ser.config.schema import DataSchema, ScheduleSchema, SERSchema, SplitsSchema, register
 from ser.config.targets import TARGET_ALLOWLIST, check_targets
-from ser.core import POLICY_SCHEDULES, ConfigError, check
+from ser.core import COEVOLVE, POLICY_SCHEDULES, ConfigError, check
 
 __all__ = ["ConfigError", "TARGET_ALLOWLIST", "apply_thread_limit", "check_launch", "run_id", "validate_config",
            "wandb_id"]
@@ -65,7 +65,10 @@ def validate_config(cfg: DictConfig) -> None:
     if schedule.name in POLICY_SCHEDULES:
         validate_policy_config(cfg)
         check_model_source(cfg.policy.model.source, "policy.model.source", offline)
-    if schedule.name == "ser" or POLICY_SCHEDULES.get(schedule.name) == "ser":
+    if schedule.name == COEVOLVE:
+        validate_coevolve_config(cfg)
+        check_model_source(cfg.policy.model.source, "policy.model.source", offline)
+    if schedule.name in ("ser", COEVOLVE) or POLICY_SCHEDULES.get(schedule.name) == "ser":
         from ser.evolve.build import build_selection  # builds the selection objects: only where a loop runs
 
         build_selection(cfg)

@@ -59,3 +59,29 @@ def validate_policy_config(cfg: Any) -> None:
     if rm_dir not in (None, "auto"):
         path = Path(os.path.expanduser(str(rm_dir)))
         check(not path.exists() or path.is_dir(), "schedule.rm_dir", f"{path} is not a directory")
+
+
+def validate_coevolve_config(cfg: Any) -> None:
+    """schedule=coevolve: its own keys, a LoRA DPO policy, and a gold judge for the data."""
+    co = cfg.get("coevolve")
+    check(co is not None, "coevolve", "schedule=coevolve needs the coevolve keys (conf/schedule/coevolve.yaml)")
+    check(int(co.samples_per_prompt) >= 2, "coevolve.samples_per_prompt", f"must be >= 2, got {co.samples_per_prompt}")
+    check(int(co.prompts_per_loop) >= 1, "coevolve.prompts_per_loop", f"must be >= 1, got {co.prompts_per_loop}")
+    check(int(co.sample_batch_size) >= 1, "coevolve.sample_batch_size", f"must be >= 1, got {co.sample_batch_size}")
+    check(co.pairing in ("all", "best_worst"), "coevolve.pairing", f"must be all or best_worst, got {co.pairing!r}")
+    check(co.rm in ("self", "frozen", "full_data"), "coevolve.rm", f"must be self, frozen or full_data, got {co.rm!r}")
+    check(co.reference in ("loop_start", "original"), "coevolve.reference",
+          f"must be loop_start or original, got {co.reference!r}")
+    check(cfg.policy.algo == "dpo", "policy.algo", f"schedule=coevolve trains the policy by DPO, got {cfg.policy.algo!r}"
+          " (use policy=dpo)")
+    check(bool(cfg.policy.model.get("lora")), "policy.model.lora",
+          "schedule=coevolve keeps each loop's policy as a LoRA adapter: set policy.model.lora")
+    for key in ("steps", "batch_size", "max_prompt_tokens"):
+        check(int(cfg.policy[key]) >= 1, f"policy.{key}", f"must be >= 1, got {cfg.policy[key]}")
+    gold = cfg.evaluate.gold
+    if gold.get("rm_dir"):
+        path = Path(os.path.expanduser(str(gold.rm_dir)))
+        check((path / "config.json").exists(), "evaluate.gold.rm_dir", f"{path} is not an exported RM (no config.json)")
+    else:
+        check(cfg.data.kind == "synthetic", "evaluate.gold.rm_dir",
+              "must name an exported RM for data other than synthetic (the exact gold judge knows synthetic prompts only)")

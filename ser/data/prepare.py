@@ -32,10 +32,17 @@ class LoadedData:
     reports: list[LoadReport]
     kind: str  # synthetic | source
 
-    def training_texts(self, limit: int = 5000) -> list[str]:
-        """Texts a tokenizer may be built from: never the test split's."""
-        pairs = [p for name in ("seed", "val", "pool") for p in getattr(self.splits, name)][:limit]
-        return [t for p in pairs for t in (p.prompt, p.chosen, p.rejected)]
+    def training_texts(self, limit: int = 5000, pool_answers: bool = True) -> list[str]:
+        """Texts a tokenizer may be built from: never the test split's; the pool's prompts alone when its
+        answers must stay unread (schedule=coevolve)."""
+        labeled = [p for name in ("seed", "val") for p in self.splits_of(name)]
+        texts = [t for p in labeled for t in (p.prompt, p.chosen, p.rejected)]
+        pool = self.splits.pool
+        texts += [t for p in pool for t in ((p.prompt, p.chosen, p.rejected) if pool_answers else (p.prompt,))]
+        return texts[: 3 * limit]
+
+    def splits_of(self, name: str) -> list[PreferencePair]:
+        return getattr(self.splits, name)
 
 
 def load_and_split(data_cfg: Mapping[str, Any], splits_cfg: Mapping[str, Any], seed: int) -> LoadedData:

@@ -67,11 +67,11 @@ def finish_run(run: Any, state: LoopState) -> dict[str, Any]:
     else:
         run.rm.load(store.checkpoint_path(final["loop"]))
     stats = reward_stats(run)
-    phases = run.phases.describe() if run.schedule == "ser" else NO_VARIANT
+    phases = run.phases.describe() if run.self_labels else NO_VARIANT
     summary = {
         "schedule": run.schedule, "data": cfg.data.name, "rm": cfg.rm.name, "seed": cfg.seed,
-        "variant": describe_selection(cfg) if run.schedule == "ser" else NO_VARIANT,
-        "selection": str(cfg.ser.get("name", "custom")) if run.schedule == "ser" else NO_VARIANT, "phases": phases,
+        "variant": describe_selection(cfg) if run.self_labels else NO_VARIANT,
+        "selection": str(cfg.ser.get("name", "custom")) if run.self_labels else NO_VARIANT, "phases": phases,
         "statuses": [e["status"] for e in loops[1:]],
         "seed_fraction": cfg.splits.seed_fraction, "splits": run.data.splits.sizes(),
         "splits_loaded": run.data.loaded_sizes, "stop_reason": state.stop_reason,
@@ -80,6 +80,7 @@ def finish_run(run: Any, state: LoopState) -> dict[str, Any]:
         "final": {"loop": final["loop"], "selected_by": how, "val_accuracy": final["val_accuracy"],
                   "test_accuracy": final["test_accuracy"], "test_ece": final["test_ece"],
                   **({"soup_of": souped} if souped else {})},
+        **run.summary_extra(state),
     }
     if store.writer:
         store.write_selflabels("all", state.selected.values())

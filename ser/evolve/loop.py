@@ -49,6 +49,19 @@ class SERLoop:
                                      top_fraction=ser.top_fraction, top_k=ser.top_k,
                                      remove_selected=bool(ser.remove_selected), oracle=str(ser.labels) == "oracle")
 
+    @property
+    def self_labels(self) -> bool:
+        """Does this schedule run self-labeling loops after loop 0?"""
+        return self.schedule == "ser"
+
+    def extra_entry(self, loop: int) -> dict[str, Any]:
+        """More fields for the loop's record (a subclass's own metrics)."""
+        return {}
+
+    def summary_extra(self, state: LoopState) -> dict[str, Any]:
+        """More fields for summary.json."""
+        return {}
+
     # ---- the loop ----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         state = self.store.open()
@@ -59,7 +72,7 @@ class SERLoop:
             started = time.time()
             self.train_on(state, 0)
             self.record(state, 0, None, started)
-        max_loops = self.phases.max_loops(int(self.cfg.ser.max_loops)) if self.schedule == "ser" else 0
+        max_loops = self.phases.max_loops(int(self.cfg.ser.max_loops)) if self.self_labels else 0
         while not state.stopped and state.next_loop <= max_loops:
             state = self.evolve_once(state)
         if not state.stopped:
@@ -150,6 +163,7 @@ class SERLoop:
             **self.selected_by_group(rows),
             "seconds": round(time.time() - started, 2), "note": step.reason if step else "",
             "shortfall": step.shortfall if step else "",
+            **self.extra_entry(loop),
         }
         state.loops.append(entry)
         if self.store.writer:
@@ -165,6 +179,7 @@ class SERLoop:
 
     def selected_by_group(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         """Synthetic data: how many self-labels of each kind (stark / subtle), and how many were right."""
+        rows = [r for r in rows if str(r["id"]).startswith("syn-")]  # pairs of the generator (not generated ones)
         if not self.data.synthetic or not rows:
             return {"selected_by_group": None, "self_label_accuracy_by_group": None}
         groups = ["stark" if is_stark(pair_kind(r["id"])) else "subtle" for r in rows]

@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ser.core import REFERENCE_SCHEDULES
+from ser.core import REFERENCE_SCHEDULES, RM_SCHEDULES
+
+POLICY_GROUPS = ("policy", "evaluate", "coevolve")
 from ser.io import atomic_write_json, read_json
 
 STATE_FILE = "state.json"
@@ -65,6 +67,9 @@ TRAINER_PRESENTATION_KEYS = ("enable_progress_bar", "enable_model_summary", "log
 def config_hash(resolved: dict[str, Any]) -> str:
     """Hash of the settings that decide results; a resumed run must match it exactly."""
     kept = {k: v for k, v in resolved.items() if k not in PRESENTATION_KEYS}
+    if (kept.get("schedule") or {}).get("name") in RM_SCHEDULES:  # (coevolve reads them: they stay)
+        for group in POLICY_GROUPS:  # composed for every run, read only by the policy stages
+            kept.pop(group, None)
     if (kept.get("schedule") or {}).get("name") in REFERENCE_SCHEDULES:
         for group in ("ser", "phases"):  # never read by a reference run: retuning SER must not orphan its columns
             kept.pop(group, None)

@@ -140,7 +140,9 @@ def label_weight(gap: float, temperature: float | None) -> float:
 
 
 def self_label_accuracy(rows: Sequence[dict[str, Any]]) -> float | None:
-    return sum(r["correct"] for r in rows) / len(rows) if rows else None
+    """The share of self-labels that match the hidden label (rows without one, `correct` None, left out)."""
+    known = [r["correct"] for r in rows if r.get("correct") is not None]
+    return sum(known) / len(known) if known else None
 
 
 def as_pairs(rows: Sequence[dict[str, Any]]) -> list[PreferencePair]:

@@ -34,10 +34,10 @@ from ser.policy.sft import SFTModule, collate_sequences, sft_features
 log = logging.getLogger(__name__)
 
 
-def _trainer(cfg: DictConfig, out: Path, loggers: list, **kwargs: Any) -> pl.Trainer:
+def _trainer(cfg: DictConfig, out: Path, loggers: list, callbacks: list | None = None, **kwargs: Any) -> pl.Trainer:
     # manual optimisation (PPO) clips its own gradients: Lightning refuses gradient_clip_val there
     # a policy step is seconds long: log every one of them
-    return instantiate(cfg.trainer, logger=loggers or False, callbacks=[], enable_checkpointing=False,
+    return instantiate(cfg.trainer, logger=loggers or False, callbacks=list(callbacks or []), enable_checkpointing=False,
                        num_sanity_val_steps=0, default_root_dir=str(out), log_every_n_steps=1, **kwargs)
 
 
@@ -89,19 +89,22 @@ def run_ppo(cfg: DictConfig, out: Path, model: PolicyWithValue, tokenizer, promp
 
 
 def run_dpo(cfg: DictConfig, out: Path, model: PolicyWithValue, tokenizer, pairs: Sequence[PreferencePair],
-            loggers: list) -> DPOModule:
+            loggers: list, seed: int | None = None, callbacks: list | None = None) -> DPOModule:
+    """DPO on `pairs`; `seed` (default policy.seed) draws their order, so each coevolve loop has its own."""
     policy_cfg = cfg.policy
+    seed = int(policy_cfg.seed) if seed is None else int(seed)
     pairs = list(pairs)
-    random.Random(int(policy_cfg.seed)).shuffle(pairs)
+    random.Random(seed).shuffle(pairs)
     pairs = pairs[: int(policy_cfg.dpo.max_pairs)]
     features = dpo_features(pairs, tokenizer, policy_cfg)
     batch, steps = int(policy_cfg.batch_size), int(policy_cfg.steps)
     loader = DataLoader(features, batch_size=batch, shuffle=True, drop_last=len(features) >= batch,
-                        generator=torch.Generator().manual_seed(int(policy_cfg.seed)),
+                        generator=torch.Generator().manual_seed(seed),
                         collate_fn=DPOCollator(tokenizer.pad_token_id))
     module = DPOModule(model, _optimizer(policy_cfg), float(policy_cfg.dpo.beta), float(policy_cfg.dpo.label_smoothing))
     log.info("DPO on %d pairs: %d steps of %d pairs", len(features), steps, batch)
-    _trainer(cfg, out, loggers, max_steps=steps, max_epochs=math.ceil(steps / max(len(loader), 1))).fit(module, loader)
+    _trainer(cfg, out, loggers, callbacks, max_steps=steps,
+             max_epochs=math.ceil(steps / max(len(loader), 1))).fit(module, loader)
     return module
 
 

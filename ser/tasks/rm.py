@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 from contextlib import nullcontext
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ser.config import validate_config
+from ser.core import COEVOLVE
 from ser.config.launch import is_plain_ddp
 from ser.data.prepare import load_and_split, prepare
 from ser.data.schema import DataError
@@ -44,9 +46,10 @@ def train_rm(cfg: DictConfig, out: str | Path | None = None, *, shared: bool = F
         return build_loop(cfg, out).run()
 
 
-def build_loop(cfg: DictConfig, out: str | Path) -> SERLoop:
+def build_loop(cfg: DictConfig, out: str | Path, make_loop: Callable[..., SERLoop] | None = None) -> SERLoop:
     """Every stage of the run in `out`, ready to run: data loaded and tokenised, the RM built, the run dir
-    accepted (a run dir of another config is refused before anything is written there)."""
+    accepted (a run dir of another config is refused before anything is written there). `make_loop(*stages,
+    loaded=...)` builds another loop on the same stages (schedule=coevolve)."""
     out = Path(out)
     rank, world = rank_and_world()
     store = RunStore(out, config_hash(OmegaConf.to_container(cfg, resolve=True)), writer=rank == 0,
@@ -58,7 +61,7 @@ def build_loop(cfg: DictConfig, out: str | Path) -> SERLoop:
     except DataError as err:  # nothing to train on: the report of what was read still goes to the run dir
         store.write_json("data_report.json", {"sources": [r.to_dict() for r in err.reports], "error": str(err)})
         raise
-    rm = RMTrainer.build(cfg, loaded.training_texts())
+    rm = RMTrainer.build(cfg, loaded.training_texts(pool_answers=cfg.schedule.name != COEVOLVE))
     data = prepare(loaded, rm.tokenizer, cfg.data)
     store.write_json("data_report.json", data.report())
     rm.cache_frozen_prefix([f for fs in data.features.values() for f in fs])
@@ -67,7 +70,8 @@ def build_loop(cfg: DictConfig, out: str | Path) -> SERLoop:
     title = f"{cfg.schedule.name} · {cfg.data.name} · {cfg.rm.name} · seed {cfg.seed}"
     reporter = Reporter(loggers, title, out / "accuracy_per_loop.png", enabled=rank == 0,
                         config=OmegaConf.to_container(cfg, resolve=True))
-    return SERLoop(cfg, data, rm, scorer, store, reporter, world)
+    stages = (cfg, data, rm, scorer, store, reporter, world)
+    return make_loop(*stages, loaded=loaded) if make_loop is not None else SERLoop(*stages)
 
 
 def join_started_ranks(cfg: DictConfig) -> None:

@@ -7,7 +7,8 @@ Installed on the command line as a Hydra callback, so no production code knows a
 
 Points (`<phase>[:<loop>]`, any loop without one): `train` (a loop's training starts), `midloop` (the first
 training step after the loop's first mid-loop checkpoint), `score` (the pool is scored), `record` (a loop's
-checkpoint is written, its state not yet), `finish` (the final self-labels are written, summary.json not yet).
+checkpoint is written, its state not yet), `finish` (the final self-labels are written, summary.json not yet);
+schedule=coevolve: `sampling` (after a loop's first batch of samples), `policy` (after its first DPO step).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from hydra.experimental.callback import Callback
 from ser import events
 
 EVENTS = {"train": "train_start", "score": "pool_scored", "record": "loop_recording", "finish": "finishing"}
-PHASES = (*EVENTS, "midloop")
+# schedule=coevolve: in the middle of a loop's sampling (after its first batch), of its policy training (after step 0)
+MIDWAY = {"sampling": ("sampled_batch", "batch"), "policy": ("policy_step", "step")}
+PHASES = (*EVENTS, *MIDWAY, "midloop")
 
 
 def killer(at: str):
@@ -34,7 +37,11 @@ def killer(at: str):
     def listen(event: str, info: dict[str, Any]) -> None:
         if loop and int(loop) != info.get("loop"):
             return
-        if phase == "midloop":
+        if phase in MIDWAY:
+            name, counter = MIDWAY[phase]
+            if event == name and info[counter] >= 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+        elif phase == "midloop":
             if event == "checkpoint_saved":
                 saved_in.add(info["loop"])
             elif event == "train_step" and info["loop"] in saved_in:

@@ -1,0 +1,106 @@
+"""schedule=coevolve: the policy's own samples are the unlabeled pool; the SER step selects among them."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, compose
+from tests.robustness.fault_hook import overrides as fault_overrides
+
+COEVOLVE = ["schedule=coevolve", "experiment=smoke"]
+
+
+@pytest.fixture(scope="module")
+def coevolve_run(tmp_path_factory):
+    from ser.tasks.run import run_experiment
+
+    out = tmp_path_factory.mktemp("coevolve") / "run"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    summary = run_experiment(compose(COEVOLVE, out))
+    torch.set_num_threads(before)
+    return out, summary
+
+
+def test_coevolve_smoke_runs_the_phase_schedule_on_generated_pairs(coevolve_run):
+    out, summary = coevolve_run
+    assert summary["schedule"] == "coevolve" and summary["phases"] == "paper[1,1,2]"
+    assert summary["statuses"] == ["1", "1", "2"] and len(summary["loops"]) == 4  # >= 2 self-labeling loops
+    assert all(e["selected"] >= 5 for e in summary["loops"][1:])
+    rows = [json.loads(line) for line in (out / "selflabels" / "loop_1.jsonl").read_text().splitlines()]
+    assert rows and all(r["id"].startswith("gen1-") and r["correct"] in (True, False, None) for r in rows)
+    generated = [json.loads(line) for line in (out / "generated" / "loop_1.jsonl").read_text().splitlines()]
+    assert {"rm_a", "rm_b", "gold_a", "gold_b", "sampling", "policy"} <= set(generated[0])
+    assert generated[0]["policy"] == "start" and generated[0]["sampling"]["samples_per_prompt"] == 2
+    policy = summary["policy"]
+    assert policy["final_loop"] in (0, 1, 2, 3) and len(policy["per_loop"]) == 4
+    assert all(e["policy_gold"] is not None for e in policy["per_loop"])
+    assert (out / "policy" / "loop_3" / "adapter_model.safetensors").exists()
+
+
+def test_no_human_label_of_the_pool_is_read(coevolve_run, tmp_path, monkeypatch):
+    """The same run with every pool answer replaced: the same summary, and no replaced text anywhere."""
+    import ser.data.dataset as dataset
+    from ser.data.prepare import load_and_split
+    from ser.data.schema import PreferencePair
+    from ser.tasks.run import run_experiment
+
+    _, reference = coevolve_run
+    cfg = compose(COEVOLVE, tmp_path / "probe")
+    pool_ids = {p.id for p in load_and_split(cfg.data, cfg.splits, int(cfg.seed)).splits.pool}
+    real = dataset.synthetic_pairs
+
+    def poisoned(*args, **kwargs):
+        return [PreferencePair(p.id, p.prompt, f"POISON chosen {p.id}", f"POISON rejected {p.id}")
+                if p.id in pool_ids else p for p in real(*args, **kwargs)]
+
+    monkeypatch.setattr(dataset, "synthetic_pairs", poisoned)
+    out = tmp_path / "poisoned"
+    torch.set_num_threads(1)
+    summary = run_experiment(compose(COEVOLVE, out))
+    strip = lambda s: [{k: v for k, v in e.items() if k != "seconds"} for e in s["loops"]]
+    assert strip(summary) == strip(reference)
+    for file in [*(out / "generated").iterdir(), *(out / "selflabels").iterdir(), *(out / "final_rm").iterdir()]:
+        if file.suffix in (".jsonl", ".json"):
+            assert "POISON" not in file.read_text(), file
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("at", ["sampling:2", "policy:2"])
+def test_kill_9_during_sampling_or_policy_training_then_the_same_command(at, coevolve_run, tmp_path):
+    _, reference = coevolve_run
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT),
+           "PROJECT_ROOT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+
+    def cli(extra: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "run.py"), *COEVOLVE, *extra], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    killed = cli(fault_overrides(at))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    run = tmp_path / "outputs" / "ser" / "runs" / "experiment=smoke,schedule=coevolve"
+    assert not (run / "summary.json").exists()
+    again = cli([])
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    strip = lambda s: [{k: v for k, v in e.items() if k != "seconds"} for e in s["loops"]]
+    assert strip(summary) == strip(reference) and summary["policy"]["final_loop"] == reference["policy"]["final_loop"]
+
+
+def test_a_coevolve_config_is_checked_before_anything_loads(tmp_path):
+    from ser.config import validate_config
+    from ser.core import ConfigError
+
+    for override, key in (("coevolve.samples_per_prompt=1", "coevolve.samples_per_prompt"),
+                          ("coevolve.pairing=random", "coevolve.pairing"), ("policy.model.lora=null", "policy.model.lora"),
+                          ("data=hh_rlhf_shared", "evaluate.gold.rm_dir")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            validate_config(compose(COEVOLVE + [override], tmp_path / "x"))
+    assert Path(ROOT / "conf" / "schedule" / "coevolve.yaml").exists()
