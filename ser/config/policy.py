@@ -48,7 +48,11 @@ def validate_policy_config(cfg: Any) -> None:
         check(0 <= float(policy.dpo.label_smoothing) < 0.5, "policy.dpo.label_smoothing", "must be in [0, 0.5)")
     check(int(evaluate.n_prompts) >= 1, "evaluate.n_prompts", f"must be >= 1, got {evaluate.n_prompts}")
     gold = evaluate.gold
-    if gold.get("rm_dir"):
+    check(str(gold.get("judge", "rm")) in ("rm", "synthetic"), "evaluate.gold.judge",
+          f"must be rm or synthetic, got {gold.get('judge')!r}")
+    if str(gold.get("judge", "rm")) == "synthetic":
+        check(cfg.data.kind == "synthetic", "evaluate.gold.judge", "synthetic judges data=synthetic prompts only")
+    elif gold.get("rm_dir"):
         path = Path(os.path.expanduser(str(gold.rm_dir)))
         check((path / "config.json").exists(), "evaluate.gold.rm_dir", f"{path} is not an exported RM (no config.json)")
     else:

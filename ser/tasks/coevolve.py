@@ -9,7 +9,6 @@ responses), DPO per loop, and the judges (the exact synthetic gold judge, or an 
 from __future__ import annotations
 
 import logging
-import random
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from ser.policy.rollout import RewardFunction, encode_prompts, generate
 from ser.policy.train import run_dpo, save_policy
 from ser.reward.scoring import scoring_device
 from ser.seeding import derive_seed
+from ser.tasks.policy import distinct_prompts
 from ser.tasks.rm import build_loop
 
 log = logging.getLogger(__name__)
@@ -43,12 +43,6 @@ def train_coevolve(cfg: DictConfig) -> dict[str, Any]:
     with hold_run_dir(out):
         return build_loop(cfg, out, make_loop=lambda *stages, loaded: CoevolveLoop(
             *stages, policy=PolicySide(cfg, out, loaded))).run()
-
-
-def distinct_prompts(pairs: list[PreferencePair], n: int | None, seed: int) -> list[str]:
-    prompts = sorted({p.prompt for p in pairs})
-    random.Random(seed).shuffle(prompts)
-    return prompts if n is None else prompts[:n]
 
 
 class PolicySteps(pl.Callback):
@@ -65,7 +59,7 @@ class PolicySide:
     def __init__(self, cfg: DictConfig, out: Path, loaded: Any) -> None:
         self.cfg, self.out, self.co, self.policy_cfg = cfg, out, cfg.coevolve, cfg.policy
         splits = loaded.splits
-        self.pool_prompts = distinct_prompts(splits.pool, None, int(cfg.seed))  # prompts only: no pool answer is read
+        self.pool_prompts = distinct_prompts(splits.pool, len(splits.pool), int(cfg.seed))  # prompts only: no pool answer is read
         self.val_prompts = distinct_prompts(splits.val, int(cfg.evaluate.n_prompts), int(cfg.evaluate.seed))
         self.test_prompts = distinct_prompts(splits.test, int(cfg.evaluate.n_prompts), int(cfg.evaluate.seed))
         model, self.tokenizer = load_policy_model(cfg.policy.model, vocab_texts=loaded.training_texts(pool_answers=False)
@@ -77,7 +71,7 @@ class PolicySide:
         gold = cfg.evaluate.gold
         self.gold_rm = RewardFunction(Path(str(gold.rm_dir)).expanduser(), self.tokenizer, normalize=False,
                                       name="gold judge", device=self.device) if gold.get("rm_dir") else None
-        self.judge = self.gold_rm if self.gold_rm is not None else SyntheticGoldJudge()
+        self.judge = self.gold_rm if self.gold_rm is not None else SyntheticGoldJudge()  # exact, on synthetic data
         self.generation = OmegaConf.to_container(cfg.policy.generation, resolve=True)
         self.eval_generation = OmegaConf.to_container(cfg.evaluate.generation, resolve=True)
 
@@ -173,6 +167,8 @@ class PolicySide:
                                self.eval_generation, batch_size=batch, seed=seed)
         atomic_write_json(self.out / "policy" / f"val_loop_{loop}.json", {"prompts": self.val_prompts,
                                                                           "responses": val["responses"]})
+        atomic_write_json(self.out / "policy" / f"test_loop_{loop}.json", {"prompts": self.test_prompts,
+                          "responses": test["responses"], "gold": test["gold"]})
         start_path = self.out / "policy" / "start_gold.json"
         if loop == 0:
             atomic_write_json(start_path, {"gold": test["gold"]})

@@ -27,6 +27,7 @@ from ser.core import POLICY_SCHEDULES
 from ser.data.prepare import load_and_split
 from ser.data.schema import PreferencePair
 from ser.evaluate.policy_eval import evaluate_policy, win_tie_loss, write_samples
+from ser.evaluate.synthetic_gold import SyntheticGoldJudge
 from ser.evolve.state import LoopState, config_hash
 from ser.io import atomic_write_json, read_json
 from ser.locks import hold_run_dir
@@ -39,7 +40,6 @@ from ser.tasks.rm import train_rm
 
 log = logging.getLogger(__name__)
 
-ROOT_DEFAULT_SCHEDULE = "ser"  # conf/config.yaml's schedule: `python run.py` with no schedule= runs it
 POLICY_KEYS = ("policy", "evaluate")
 
 
@@ -75,9 +75,10 @@ def rm_run_dir(out: Path, rm_schedule: str) -> Path:
     running = HydraConfig.get()
     overrides = [o for o in running.overrides.task
                  if o.split("=", 1)[0].lstrip("+~").split(".")[0].split("/")[0] not in ("schedule", *POLICY_KEYS)]
-    if rm_schedule != ROOT_DEFAULT_SCHEDULE:
-        overrides.append(f"schedule={rm_schedule}")
     composed = compose(config_name=running.job.config_name, overrides=overrides, return_hydra_config=True)
+    if composed.schedule.name != rm_schedule:  # the root default, or an experiment overlay's, is another schedule
+        overrides.append(f"schedule={rm_schedule}")
+        composed = compose(config_name=running.job.config_name, overrides=overrides, return_hydra_config=True)
     instance = HydraConfig.instance()
     saved = instance.cfg
     try:  # `${hydra:job.override_dirname}` in hydra.run.dir reads the composed command's, not this job's
@@ -148,7 +149,9 @@ def _train_policy(cfg: DictConfig, out: Path) -> dict[str, Any]:
     rm_final = ensure_rm(rm_stage_config(cfg, rm_schedule, rm_run), rm_run, f"RM ({rm_schedule})",
                          reuse_any_finished=rm_dir_opt != "auto")
     gold = cfg.evaluate.gold
-    if gold.get("rm_dir"):
+    if str(gold.get("judge", "rm")) == "synthetic":
+        gold_final = None  # the exact judge of the synthetic data (ser/evaluate/synthetic_gold.py)
+    elif gold.get("rm_dir"):
         gold_final = Path(str(gold.rm_dir)).expanduser()
     else:
         gold_run = Path(str(gold.dir)).expanduser()
@@ -175,7 +178,8 @@ def _train_policy(cfg: DictConfig, out: Path) -> dict[str, Any]:
     # Lightning hands the policy back on the CPU after each fit: generation, KL and both RMs run on the
     # trainer's accelerator instead (ser.reward.scoring.scoring_device)
     device = scoring_device(cfg.trainer.get("accelerator"))
-    judge = RewardFunction(gold_final, tokenizer, normalize=False, name="gold judge", device=device)
+    judge = (SyntheticGoldJudge() if gold_final is None
+             else RewardFunction(gold_final, tokenizer, normalize=False, name="gold judge", device=device))
     ev = cfg.evaluate
     ev_gen = OmegaConf.to_container(ev.generation, resolve=True)
 
@@ -212,7 +216,8 @@ def _train_policy(cfg: DictConfig, out: Path) -> dict[str, Any]:
     for lg in loggers:
         lg.finalize("success")
     summary = {
-        "schedule": name, "rm_schedule": rm_schedule, "algo": trained, "rm_dir": str(rm_final), "gold_dir": str(gold_final),
+        "schedule": name, "rm_schedule": rm_schedule, "algo": trained, "rm_dir": str(rm_final),
+        "gold_dir": str(gold_final) if gold_final is not None else "synthetic (exact)",
         "config_hash": digest, "policy_model": policy_cfg.model.name, "eval_prompts": len(eval_prompts),
         "train_prompts": len(train_prompts), "rm_final": rm_summary["final"],
         "eval": {k: {m: v[m] for m in ("gold_mean", "kl_mean", "length_mean", "eos_rate")} for k, v in results.items()},

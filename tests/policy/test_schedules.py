@@ -82,6 +82,11 @@ def test_the_rm_stage_resumes_the_plain_rm_command_s_run_dir(compose_cfg, tmp_pa
             assert rm_run_dir(tmp_path, "ser").name == "rm.epochs=3,seed=1"
             assert rm_run_dir(tmp_path, "full_data").name == "rm.epochs=3,schedule=full_data,seed=1"
             assert HydraConfig.get().job.override_dirname == job.hydra.job.override_dirname  # the job's own is back
+            # an experiment that sets another schedule: the RM command names schedule=ser itself
+            other = compose("config", overrides=["experiment=coevolve/cpu", "schedule=ser_dpo", "seed=1"],
+                            return_hydra_config=True)
+            HydraConfig.instance().set_config(other)
+            assert rm_run_dir(tmp_path, "ser").name == "experiment=coevolve_cpu,schedule=ser,seed=1"
         finally:
             HydraConfig.instance().cfg = None
     assert rm_run_dir(tmp_path, "ser") == tmp_path / "rm"  # outside a Hydra run

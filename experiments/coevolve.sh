@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# schedule=coevolve against its baselines on the CPU (docs/results/coevolve.md): SmolLM2-135M-Instruct as
+# the policy, the MiniLM RM, the embedded data's exact gold judge; the same number of policy updates in each.
+# Resumable: re-running continues where it stopped and skips finished runs. Hours of CPU: run it in the
+# background (nohup bash experiments/coevolve.sh &), then `bash experiments/coevolve.sh tables`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+JOBS=${JOBS:-2}
+SEEDS=${SEEDS:-0,1,2}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+S=outputs/ser/sweeps
+PAR="launcher=joblib hydra.launcher.n_jobs=$JOBS"
+if [ "${1:-}" != tables ]; then
+  # the RM co-evolves; the RM frozen after loop 0 (fixed-RM online DPO, TRL's setting); a full-data RM
+  $PY run.py -m experiment=coevolve/cpu seed=$SEEDS coevolve.rm=self,frozen,full_data $PAR
+  # offline: DPO on the fixed pool's SER self-labels + the seed (schedule=ser_dpo), same policy settings
+  $PY run.py -m experiment=coevolve/cpu schedule=ser_dpo evaluate.gold.judge=synthetic seed=$SEEDS policy.steps=96 $PAR
+fi
+$PY experiments/coevolve_report.py $S --out docs/results/coevolve
