@@ -90,13 +90,13 @@ class SERSchema:
     phases: Optional[list[Any]] = None     # an explicit status list, e.g. [1, 1, 2, 2]: replaces `phases`
     min_pairs: int = 50
     max_loops: int = 3
-    patience: int = 2
+    patience: int = 3
     retrain_from: RetrainFrom = RetrainFrom.base
     mix_seed: bool = True
     seed_weight: float = 1.0               # loss weight of a human seed label next to a self-label's
     loop_epochs: Optional[int] = None      # epochs of each SER loop's training (None: rm.epochs)
     remove_selected: bool = True
-    final_model: FinalModel = FinalModel.best_val
+    final_model: FinalModel = FinalModel.last
     keep_checkpoints: KeepCheckpoints = KeepCheckpoints.best_last
     top_fraction: Optional[float] = None
     top_k: Optional[int] = None

@@ -58,7 +58,7 @@ def describe_selection(cfg: DictConfig) -> str:
     if ser.top_k is not None:
         parts.append(f"top{ser.top_k}")
     for key, neutral in (("weighting", "none"), ("relabel", "none"), ("retrain_from", "base"), ("labels", "self"),
-                         ("final_model", "best_val")):
+                         ("final_model", "last")):
         if str(ser.get(key, neutral)) != neutral:
             parts.append(f"{key}={ser[key]}")
     if ser.agreement.kind != "none":

@@ -1,7 +1,8 @@
 """The end of an RM schedule: pick the final RM, export it, write the summary.
 
-The final RM is the loop with the best validation accuracy (`ser.final_model=best_val`; ties go to the
-later loop, which saw more data), the last loop, or the average of every loop's weights (`soup`, kept as
+The final RM is the last loop's (`ser.final_model=last`, the paper's protocol), the loop with the best
+validation accuracy (`best_val`; ties go to the later loop, which saw more data), or the average of every
+loop's weights (`soup`, kept as
 checkpoints/soup.safetensors so a run killed after pruning still finishes). The exported reward
 statistics (PPO's reward normalisation) are those of the validation split, or of the labeled seed when
 there is none: never of the test split, which only ever yields the test metrics.
@@ -23,7 +24,7 @@ from ser.reward.export import export_reward_model
 
 log = logging.getLogger(__name__)
 NO_VARIANT = "-"  # seed_only and full_data select nothing
-SUMMARY_LOOP_KEYS = ("loop", "status", "selected", "selected_total", "self_label_accuracy", "val_accuracy",
+SUMMARY_LOOP_KEYS = ("loop", "status", "selected", "selected_total", "self_label_accuracy", "val_accuracy", "val_loss",
                      "test_accuracy", "test_ece", "seconds", "candidates", "test_accuracy_by_group", "train_pairs",
                      "note", "shortfall", "selected_by_group", "self_label_accuracy_by_group",
                      "test_accuracy_by_kind")

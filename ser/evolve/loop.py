@@ -156,7 +156,7 @@ class SERLoop:
             "selected_total": len(state.selected), "self_label_accuracy": self_label_accuracy(rows),
             "self_label_accuracy_total": self_label_accuracy(list(state.selected.values())),
             "candidates": candidates or {}, "train_pairs": len(self.training_pairs(state)[0]),
-            "val_accuracy": val.get("accuracy"), "val_ece": val.get("ece"),
+            "val_accuracy": val.get("accuracy"), "val_loss": val.get("loss"), "val_ece": val.get("ece"),
             "test_accuracy": test.get("accuracy"), "test_ece": test.get("ece"),
             "test_accuracy_by_group": test.get("accuracy_by_group"), "test_accuracy_by_kind": test.get("accuracy_by_kind"),
             "test_margin": test.get("margin"),

@@ -37,6 +37,7 @@ class PairwiseMetrics(nn.Module):
     def __init__(self, n_bins: int = 10) -> None:
         super().__init__()
         self.accuracy = MeanMetric()
+        self.loss = MeanMetric()  # the pairwise NLL: finer than accuracy on a small split
         self.margin = MeanMetric()
         self.reward_mean = MeanMetric()
         self.reward_sq = MeanMetric()
@@ -46,6 +47,7 @@ class PairwiseMetrics(nn.Module):
         chosen, rejected = chosen.detach().float(), rejected.detach().float()
         margin = chosen - rejected
         self.accuracy.update((margin > 0).float())
+        self.loss.update(-F.logsigmoid(margin))
         self.margin.update(margin)
         rewards = torch.cat([chosen, rejected])
         self.reward_mean.update(rewards)
@@ -58,6 +60,7 @@ class PairwiseMetrics(nn.Module):
         var = (self.reward_sq.compute() - mean.square()).clamp_min(0.0)
         return {
             "accuracy": float(self.accuracy.compute()),
+            "loss": float(self.loss.compute()),
             "margin": float(self.margin.compute()),
             "reward_mean": float(mean),
             "reward_std": float(var.sqrt()),
@@ -65,5 +68,5 @@ class PairwiseMetrics(nn.Module):
         }
 
     def reset(self) -> None:
-        for metric in (self.accuracy, self.margin, self.reward_mean, self.reward_sq, self.ece):
+        for metric in (self.accuracy, self.loss, self.margin, self.reward_mean, self.reward_sq, self.ece):
             metric.reset()
