@@ -26,6 +26,7 @@ if [ "${1:-}" != tables ]; then
   $PY run.py -m schedule=ser seed=0,1 ser.retrain_from=last $PAR
   $PY run.py -m schedule=ser seed=0,1 'ser.phases=[1,2,2],[1,1,2,2]' $PAR
   $PY run.py -m schedule=ser seed=0,1 phases=adaptive $PAR   # status 1 while it keeps min_pairs: with top_gap, every loop
+  $PY run.py -m schedule=ser seed=0,1 ser.final_model=best_val ser.patience=2 $PAR   # the final RM by validation accuracy
   $PY run.py -m schedule=ser seed=0,1 ser.rule.status2_kind=gap $PAR   # status 2 as the paper writes it
 fi
 $PY experiments/synthetic_report.py "$S" --out docs/results/synthetic
