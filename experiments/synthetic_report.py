@@ -70,7 +70,10 @@ def seed_table(runs: pd.DataFrame, seeds: range) -> tuple[str, dict[str, Any]]:
                      f"{pct(s['stark0'])} → {pct(s['stark'])} | {pct(s['subtle0'])} → {pct(s['subtle'])} | "
                      f"{pct(s['swapped0'])} → {pct(s['swapped'])} | {s['statuses']} ({s['final_loop']}) |")
     stats: dict[str, Any] = {}
-    if len(by["ser"]) and len(by["seed_only"]) and len(by["full_data"]):
+    paired = sorted(set(by["ser"].index) & set(by["seed_only"].index) & set(by["full_data"].index))
+    by = {k: v.loc[paired] for k, v in by.items()}  # means over the seeds every column ran
+    ceiling = ceiling.loc[[s for s in paired if s in ceiling.index]]
+    if paired:
         m = {k: by[k]["test"].mean() for k in by}
         stats = {"n": len(by["ser"]), **m, "gap_closed": 100 * (m["ser"] - m["seed_only"]) / (m["full_data"] - m["seed_only"]),
                  "subtle_gain": 100 * (by["ser"]["subtle"] - by["ser"]["subtle0"]).mean(),
@@ -79,7 +82,7 @@ def seed_table(runs: pd.DataFrame, seeds: range) -> tuple[str, dict[str, Any]]:
             c = ceiling["test"].mean()
             stats["ceiling"] = c
             stats["ceiling_gap"] = 100 * (c - m["seed_only"]) / (m["full_data"] - m["seed_only"])
-        lines.append(f"| mean | {pct(m['seed_only'])} | {pct(m['ser'])} | {pct(m['full_data'])} | "
+        lines.append(f"| mean ({len(paired)} seeds) | {pct(m['seed_only'])} | {pct(m['ser'])} | {pct(m['full_data'])} | "
                      f"{pct(stats.get('ceiling'))} | {100 * stats['delta']:+.2f} "
                      f"[{100 * stats['delta_low']:+.2f}, {100 * stats['delta_high']:+.2f}] "
                      f"{stats['wins']}/{stats['ties']}/{stats['losses']} | | {stats['subtle_gain']:+.2f} points | | |")
