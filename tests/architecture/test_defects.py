@@ -82,6 +82,7 @@ def test_the_trainer_shuffles_each_loop_with_its_derived_stream(tmp_path, monkey
 
 FILL = """
 import sys, time
+from pathlib import Path
 from ser.locks import fill_once
 target = Path(sys.argv[1])
 def fill():
