@@ -74,28 +74,28 @@ class Adaptive(PhaseSchedule):
         return Choice(None, why, shortfall=why)
 
 
-@dataclass(frozen=True)
-class Status1Only(PhaseSchedule):
-    name = "status1_only"
+class _OnePredicate(PhaseSchedule):
+    """The same predicate every loop, while it keeps >= min_pairs (`status` names it in counts and choices)."""
+    status = count_key = ""
 
     def choose(self, loop, previous, counts, min_pairs):
-        n1 = counts["status1"]
-        if n1 >= min_pairs:
-            return Choice("1", f"status 1 kept {n1} >= min_pairs {min_pairs}")
-        why = f"status 1 kept {n1} < min_pairs {min_pairs}"
-        return Choice(None, why, shortfall=why)
-
-
-@dataclass(frozen=True)
-class Union(PhaseSchedule):
-    name = "union"
-
-    def choose(self, loop, previous, counts, min_pairs):
-        n = counts["union"]
+        n, label = counts[self.count_key], self.status.replace("1", "status 1")
         if n >= min_pairs:
-            return Choice("union", f"union kept {n} >= min_pairs {min_pairs}")
-        why = f"union kept {n} < min_pairs {min_pairs}"
+            return Choice(self.status, f"{label} kept {n} >= min_pairs {min_pairs}")
+        why = f"{label} kept {n} < min_pairs {min_pairs}"
         return Choice(None, why, shortfall=why)
+
+
+@dataclass(frozen=True)
+class Status1Only(_OnePredicate):
+    name = "status1_only"
+    status, count_key = "1", "status1"
+
+
+@dataclass(frozen=True)
+class Union(_OnePredicate):
+    name = "union"
+    status, count_key = "union", "union"
 
 
 @dataclass(frozen=True)
