@@ -1,0 +1,42 @@
+"""experiments/synthetic_report.py on hand-made run dirs: means over the seeds every column ran, the gap closed,
+the ceiling, and the switches table read from validation."""
+
+import json
+
+from experiments import synthetic_report
+
+CEIL = "data.synthetic.withhold_from_pool=_swapped_steps_"
+
+
+def _run(root, name, schedule, seed, test, val=0.9, subtle=None, subtle0=None, statuses=()):
+    loops = [{"loop": 0, "selected_total": 0, "test_accuracy_by_group": {"stark": 0.9, "subtle": subtle0}}]
+    for k, status in enumerate(statuses, start=1):
+        loops.append({"loop": k, "selected_total": 100 * k, "test_accuracy_by_group": {"stark": 0.99, "subtle": subtle}})
+    summary = {"schedule": schedule, "seed": seed, "statuses": list(statuses), "loops": loops,
+               "final": {"loop": loops[-1]["loop"], "val_accuracy": val, "test_accuracy": test}}
+    d = root / f"{name},seed={seed}"
+    d.mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps(summary))
+
+
+def test_the_report_pairs_seeds_and_computes_the_gap_closed(tmp_path, capsys):
+    for seed, (so, ser, full) in enumerate([(0.80, 0.85, 1.00), (0.90, 0.93, 1.00)]):
+        _run(tmp_path, "schedule=seed_only", "seed_only", seed, so)
+        _run(tmp_path, "schedule=ser", "ser", seed, ser, subtle=0.8, subtle0=0.7, statuses="112")
+        _run(tmp_path, "schedule=full_data", "full_data", seed, full)
+        _run(tmp_path, f"{CEIL},schedule=full_data", "full_data", seed, 0.95)
+    _run(tmp_path, "schedule=ser", "ser", 2, 0.99, subtle=0.9, subtle0=0.9, statuses="112")  # no seed_only: not in means
+    _run(tmp_path, "schedule=ser,ser.loop_epochs=4", "ser", 0, 0.70, val=0.5, statuses="1")
+    _run(tmp_path, "schedule=ser,ser.loop_epochs=4", "ser", 1, 0.80, val=0.7, statuses="1")
+
+    assert synthetic_report.main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report.md").read_text()
+    # means of seeds 0-1: seed_only 85, SER 89, full 100 -> (89 - 85) / (100 - 85) = 26.7% of the gap; the ceiling
+    # 95 closes (95 - 85) / 15 = 66.7%; subtle 70 -> 80 = +10 points
+    # paired differences +5 and +3: 4 ± t(0.975, 1) 12.706 * 1.414 / 1.414 -> [-8.71, +16.71], 2 wins
+    assert "| mean (2 seeds) | 85.00 | 89.00 | 100.00 | 95.00 | +4.00 [-8.71, +16.71] 2/0/0 |" in text
+    assert "SER closes 26.7% of the seed→full gap" in text and "the ceiling¹ closes 66.7%" in text
+    assert "Subtle test pairs: +10.00 points" in text
+    assert "| 2 | — | 99.00 |" in text  # shown per seed, left out of the means
+    assert "| `schedule=ser,ser.loop_epochs=4` | 0, 1 | 60.00 | 75.00 |" in text
+    assert (tmp_path / "report_runs.csv").read_text().count("\n") == 1 + 11  # header + every run
