@@ -87,8 +87,8 @@ class SERLoop:
         index = [i for i, p in enumerate(self.data.splits.pool) if p.id not in removed]
         pool = [self.data.splits.pool[i] for i in index]
         features = [self.data.features["pool"][i] for i in index]
-        if self.world > 1 or self.scorer is not self.scorer.local:
-            log.info("loop %d: scoring the pool across ranks", loop)
+        if self.scorer.ranks > 1:
+            log.info("loop %d: scoring the pool across %d ranks", loop, self.scorer.ranks)
         pool_rewards = self.scorer.pair_rewards(features, f"loop {loop}: scoring pool")
         emit("pool_scored", loop=loop)
         val_rewards = self.scorer.pair_rewards(self.data.features["val"], "calibrating")

@@ -23,6 +23,8 @@ Rewards = tuple[torch.Tensor, torch.Tensor]
 
 
 class Scorer:
+    ranks = 1  # how many processes share each scoring call
+
     def pair_rewards(self, features: Sequence[dict[str, Any]], desc: str = "scoring") -> Rewards:
         raise NotImplementedError
 
@@ -50,8 +52,8 @@ class LocalScorer(Scorer):
 
 
 class SpreadScorer(Scorer):
-    def __init__(self, local: LocalScorer, trainer_cfg: DictConfig, work_dir: Path) -> None:
-        self._local, self.trainer_cfg, self.work_dir = local, trainer_cfg, Path(work_dir)
+    def __init__(self, local: LocalScorer, trainer_cfg: DictConfig, work_dir: Path, ranks: int) -> None:
+        self._local, self.trainer_cfg, self.work_dir, self.ranks = local, trainer_cfg, Path(work_dir), ranks
         self.calls = 0
 
     def pair_rewards(self, features, desc="scoring"):
@@ -80,5 +82,5 @@ def make_scorer(cfg: DictConfig, module: RewardModule, pad_id: int, work_dir: Pa
                         progress=True)
     devices = trainer.get("devices", 1)
     if world > 1 or (isinstance(devices, int) and devices > 1):
-        return SpreadScorer(local, trainer, work_dir)
+        return SpreadScorer(local, trainer, work_dir, ranks=max(world, devices if isinstance(devices, int) else 1))
     return local
