@@ -14,7 +14,7 @@ from ser.core import config_error
 
 # An entry ending in "." admits everything below it; any other entry admits that name exactly.
 TARGET_ALLOWLIST = (
-    "ser.evolve.confidence.", "ser.evolve.rules.", "ser.evolve.phases.", "ser.sweep.MakeSweepDir",
+    "ser.evolve.confidence.", "ser.evolve.rules.", "ser.evolve.phases.", "ser.sweep.MakeSweepDir", "ser.loggers.",
     "torch.optim.",
     "pytorch_lightning.Trainer", "pytorch_lightning.loggers.", "pytorch_lightning.strategies.",
     "pytorch_lightning.plugins.environments.", "pytorch_lightning.callbacks.", "pytorch_lightning.profilers.",

@@ -37,6 +37,7 @@ def test_a_smoke_run_prints_at_most_25_lines(smoke_cli):
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert len(lines) <= 25, "\n".join(lines)
     assert sum("loop 3 · status 2" in line for line in lines) == 1  # one line per loop, the table once
+    assert not [line for line in lines if line.startswith("wandb:")]  # e.g. its notice on Lightning's anonymous=None
 
 
 def test_the_composed_config_is_in_csv_and_wandb(smoke_cli):

@@ -106,6 +106,7 @@ def test_wandb_resumes_the_same_run_id(tmp_path):
             "save_dir": str(tmp_path)}
     logger = instantiate(node)
     assert logger._wandb_init["resume"] == "allow" and logger._wandb_init["id"] == wandb_id(str(tmp_path))
+    assert "anonymous" not in logger._wandb_init  # wandb prints a deprecation line for any value there
 
 
 @pytest.mark.parametrize("multirun", [True, False])
