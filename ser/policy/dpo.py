@@ -84,7 +84,7 @@ class DPOModule(pl.LightningModule):
                    "rewards/margins": (chosen_r - rejected_r).mean(),
                    "logps/chosen": logps[:half].detach().mean(), "logps/rejected": logps[half:].detach().mean()}
         self.history.append({"step": self.global_step, **{k: float(v) for k, v in metrics.items()}})
-        log.info("dpo step %d: loss %.4f, reward accuracy %.2f, margin %.3f", self.global_step + 1, float(loss),
+        log.info("dpo step %d: loss %.4f, reward accuracy %.2f, margin %.3f", self.global_step + 1, float(loss.detach()),
                  float(metrics["rewards/accuracies"]), float(metrics["rewards/margins"]))
         self.log_dict({f"dpo/{k}" if k == "loss" else k: v for k, v in metrics.items()}, on_step=True, batch_size=half)
         return loss
