@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         parts.append(f"\n## {title}\n\n{table}")
         if stats:
             parts.append(f"\nSER closes {stats['gap_closed']:.1f}% of the seed→full gap of the means "
-                         f"({100 * stats['seed_only']:.2f} → {100 * stats['ser']:.2f}, full {100 * stats['full_data']:.2f}); "
-                         + (f"the ceiling¹ closes {stats['ceiling_gap']:.1f}%. " if "ceiling_gap" in stats else "")
+                         f"({100 * stats['seed_only']:.2f} → {100 * stats['ser']:.2f}, full {100 * stats['full_data']:.2f})"
+                         + (f"; the ceiling¹ closes {stats['ceiling_gap']:.1f}%" if "ceiling_gap" in stats else "") + ". "
                          + f"Subtle test pairs: {stats['subtle_gain']:+.2f} points over the seed RM (mean over seeds).\n")
     parts.append("\n¹ ceiling: schedule=full_data with every pool label revealed except the swapped-step pairs "
                  "(data.synthetic.withhold_from_pool=[swapped_steps]): what labels on every pair a self-labeling loop "
