@@ -34,7 +34,7 @@ def test_every_group_option_composes_and_validates(group, option, tmp_path):
         assert type(instantiate(cfg.trainer, logger=False)).__name__ == "Trainer"
     if group == "logger":
         for node in cfg.logger.values():
-            assert node._target_.startswith("pytorch_lightning.loggers.")
+            assert node._target_.startswith(("pytorch_lightning.loggers.", "ser.loggers."))
 
 
 @pytest.mark.parametrize("experiment", sorted(str(p.relative_to(ROOT / "conf" / "experiment").with_suffix(""))
