@@ -25,18 +25,22 @@ def test_the_report_pairs_seeds_and_computes_the_gap_closed(tmp_path, capsys):
         _run(tmp_path, "schedule=ser", "ser", seed, ser, subtle=0.8, subtle0=0.7, statuses="112")
         _run(tmp_path, "schedule=full_data", "full_data", seed, full)
         _run(tmp_path, f"{CEIL},schedule=full_data", "full_data", seed, 0.95)
+    _run(tmp_path, "schedule=seed_only", "seed_only", 3, 0.70)  # seed 3: no ceiling run
+    _run(tmp_path, "schedule=ser", "ser", 3, 0.70, subtle=0.7, subtle0=0.7, statuses="112")
+    _run(tmp_path, "schedule=full_data", "full_data", 3, 1.00)
     _run(tmp_path, "schedule=ser", "ser", 2, 0.99, subtle=0.9, subtle0=0.9, statuses="112")  # no seed_only: not in means
     _run(tmp_path, "schedule=ser,ser.loop_epochs=4", "ser", 0, 0.70, val=0.5, statuses="1")
     _run(tmp_path, "schedule=ser,ser.loop_epochs=4", "ser", 1, 0.80, val=0.7, statuses="1")
 
     assert synthetic_report.main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
     text = (tmp_path / "report.md").read_text()
-    # means of seeds 0-1: seed_only 85, SER 89, full 100 -> (89 - 85) / (100 - 85) = 26.7% of the gap; the ceiling
-    # 95 closes (95 - 85) / 15 = 66.7%; subtle 70 -> 80 = +10 points
-    # paired differences +5 and +3: 4 ± t(0.975, 1) 12.706 * 1.414 / 1.414 -> [-8.71, +16.71], 2 wins
-    assert "| mean (2 seeds) | 85.00 | 89.00 | 100.00 | 95.00 | +4.00 [-8.71, +16.71] 2/0/0 |" in text
-    assert "SER closes 26.7% of the seed→full gap" in text and "the ceiling¹ closes 66.7%" in text
-    assert "Subtle test pairs: +10.00 points" in text
+    # means of seeds 0, 1, 3: seed_only 80, SER 82.67, full 100 -> 2.67 / 20 = 13.3% of the gap; paired differences
+    # +5, +3, 0: 2.67 ± t(0.975, 2) 4.303 * 2.517 / 1.732 = 6.25 -> [-3.58, +8.92], 2 wins 1 tie. The ceiling ran on seeds
+    # 0-1 only: there seed_only 85, full 100, ceiling 95 -> 66.7%, SER 89 -> 26.7%. Subtle: +10, +10, 0 -> +6.67.
+    assert "| mean (3 seeds) | 80.00 | 82.67 | 100.00 | 95.00 (2 seeds) | +2.67 [-3.58, +8.92] 2/1/0 |" in text
+    assert "SER closes 13.3% of the seed→full gap" in text
+    assert "on the 2 seeds the ceiling¹ ran, it closes 66.7% of their gap and SER 26.7%" in text
+    assert "Subtle test pairs: +6.67 points" in text
     assert "| 2 | — | 99.00 |" in text  # shown per seed, left out of the means
     assert "| `schedule=ser,ser.loop_epochs=4` | 0, 1 | 60.00 | 75.00 |" in text
-    assert (tmp_path / "report_runs.csv").read_text().count("\n") == 1 + 11  # header + every run
+    assert (tmp_path / "report_runs.csv").read_text().count("\n") == 1 + 14  # header + every run
