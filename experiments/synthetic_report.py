@@ -104,6 +104,20 @@ def switches_table(runs: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def per_loop_table(runs: pd.DataFrame) -> str:
+    """The default SER runs loop by loop: what each status selected, by kind, and how right its self-labels were."""
+    lines = ["| seed | loop | status | selected | stark / subtle selected | self-labels right: stark / subtle | "
+             "subtle test (%) |", "|---|---|---|---|---|---|---|"]
+    for _, run in runs[runs["setting"] == "schedule=ser"].sort_values("seed").iterrows():
+        for e in load_summary(Path(run["path"]), "test_accuracy")["loops"][1:]:
+            by, right = e.get("selected_by_group") or {}, e.get("self_label_accuracy_by_group") or {}
+            lines.append(f"| {run['seed']} | {e['loop']} | {e['status']} | {e['selected']} | "
+                         f"{by.get('stark', '—')} / {by.get('subtle', '—')} | "
+                         f"{pct(right.get('stark'))} / {pct(right.get('subtle'))} | "
+                         f"{pct((e.get('test_accuracy_by_group') or {}).get('subtle'))} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweeps", type=Path)
@@ -124,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parts.append("\n¹ ceiling: schedule=full_data with every pool label revealed except the swapped-step pairs "
                  "(data.synthetic.withhold_from_pool=[swapped_steps]): what labels on every pair a self-labeling loop "
                  "could label can reach.\n")
+    parts.append(f"\n## Per loop: selected pairs and self-label accuracy by kind (schedule=ser)\n\n{per_loop_table(runs)}")
     parts.append(f"\n## The loop's switches (seeds 0-1; chosen on validation)\n\n{switches_table(runs)}")
     atomic_write_text(args.out.with_suffix(".md"), "".join(parts))
     atomic_write_text(args.out.with_name(args.out.name + "_runs.csv"), runs.to_csv(index=False))

@@ -11,7 +11,10 @@ CEIL = "data.synthetic.withhold_from_pool=_swapped_steps_"
 def _run(root, name, schedule, seed, test, val=0.9, subtle=None, subtle0=None, statuses=()):
     loops = [{"loop": 0, "selected_total": 0, "test_accuracy_by_group": {"stark": 0.9, "subtle": subtle0}}]
     for k, status in enumerate(statuses, start=1):
-        loops.append({"loop": k, "selected_total": 100 * k, "test_accuracy_by_group": {"stark": 0.99, "subtle": subtle}})
+        loops.append({"loop": k, "status": status, "selected": 100, "selected_total": 100 * k,
+                      "selected_by_group": {"stark": 100 - 10 * k, "subtle": 10 * k},
+                      "self_label_accuracy_by_group": {"stark": 1.0, "subtle": 0.9},
+                      "test_accuracy_by_group": {"stark": 0.99, "subtle": subtle}})
     summary = {"schedule": schedule, "seed": seed, "statuses": list(statuses), "loops": loops,
                "final": {"loop": loops[-1]["loop"], "val_accuracy": val, "test_accuracy": test}}
     d = root / f"{name},seed={seed}"
@@ -43,4 +46,5 @@ def test_the_report_pairs_seeds_and_computes_the_gap_closed(tmp_path, capsys):
     assert "Subtle test pairs: +6.67 points" in text
     assert "| 2 | — | 99.00 |" in text  # shown per seed, left out of the means
     assert "| `schedule=ser,ser.loop_epochs=4` | 0, 1 | 60.00 | 75.00 |" in text
+    assert "| 0 | 3 | 2 | 100 | 70 / 30 | 100.00 / 90.00 | 80.00 |" in text  # per loop: selected and right, by kind
     assert (tmp_path / "report_runs.csv").read_text().count("\n") == 1 + 14  # header + every run
