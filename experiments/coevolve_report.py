@@ -79,6 +79,11 @@ def compare(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], b_key: s
     return f"{w:.2f} / {t:.2f} / {lo:.2f}; win − loss {interval([x['win'] - x['loss'] for x in per_seed])}"
 
 
+def time_split(per_loop: dict[str, Any]) -> str:
+    parts = [per_loop.get(f"seconds_{k}") for k in ("sample", "score", "train_rm", "train_policy", "evaluate")]
+    return "" if all(v is None for v in parts) else " / ".join("—" if v is None else f"{v:.0f}" for v in parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweeps", type=Path)
@@ -98,15 +103,16 @@ def main(argv: list[str] | None = None) -> int:
                      f"{compare(by_seed, frozen) if name != 'coevolve rm=frozen' else ''} | "
                      f"{compare(by_seed, offline) if name != 'ser_dpo (offline)' else ''} |")
     lines += ["", "## Per loop (coevolve rm=self): the RM's self-labels against the gold judge", "",
-              "| seed | loop | status | selected | self-label agreement with gold | RM val acc | policy gold | KL |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| seed | loop | status | selected | self-label agreement with gold | RM val acc | policy gold | KL | "
+              "seconds: sample / score / train RM / train policy / evaluate |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for seed, run in sorted(runs.get("coevolve rm=self", {}).items()):
         for e in run["summary"]["loops"]:
             p = next(x for x in run["summary"]["policy"]["per_loop"] if x["loop"] == e["loop"])
             agree = p.get("self_label_gold_agreement")
             lines.append(f"| {seed} | {e['loop']} | {e['status'] or 'seed'} | {e['selected']} | "
                          f"{'—' if agree is None else f'{100 * agree:.1f}%'} | {100 * e['val_accuracy']:.1f} | "
-                         f"{p['policy_gold']:.3f} | {p['policy_kl']:.3f} |")
+                         f"{p['policy_gold']:.3f} | {p['policy_kl']:.3f} | {time_split(p)} |")
     text = "\n".join(lines) + "\n\nRegenerate: `bash experiments/coevolve.sh tables`.\n"
     atomic_write_text(args.out.with_suffix(".md"), text)
     print(text)

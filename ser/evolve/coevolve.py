@@ -69,8 +69,10 @@ class CoevolveLoop(SERLoop):
 
     def evolve_once(self, state: LoopState) -> LoopState:
         loop, started = state.next_loop, time.time()
+        split = LoopClock()  # where the loop's time goes (docs/performance.md): sample / score / train RM / policy
         samples = self.policy.sample(loop)
         pairs, gold = self.generated_pairs(samples, loop)
+        split.lap("sample")
         rewards = self.scorer.pair_rewards(self.data.featurise(pairs), f"loop {loop}: scoring generated pairs")
         if str(self.co.pairing) == "best_worst":
             keep = best_against_worst(pairs, rewards)
@@ -78,6 +80,7 @@ class CoevolveLoop(SERLoop):
         emit("pool_scored", loop=loop)
         val_rewards = self.scorer.pair_rewards(self.data.features["val"], "calibrating")
         step = evolve_step(state, pairs, rewards, val_rewards, self.settings, loop=loop)
+        split.lap("score")
         # answer a is the gold-preferred one, so the step's `correct` is agreement with gold (None: a gold tie)
         rows = [{**r, "correct": r["correct"] if gold[r["id"]] else None} for r in step.rows]
         state = step.state
@@ -94,8 +97,12 @@ class CoevolveLoop(SERLoop):
         self.policy.write_generated(loop, samples, pairs, rewards, gold)
         if str(self.co.rm) == "self":
             self.train_on(state, loop)
+        split.lap("train_rm")
         self.policy.train(as_pairs(rows), loop)
-        self.pending = {**self.policy.evaluate(loop, self.rm_reward),
+        split.lap("train_policy")
+        evaluation = self.policy.evaluate(loop, self.rm_reward)
+        split.lap("evaluate")
+        self.pending = {**evaluation, **split.seconds,
                         "self_label_gold_agreement": self_label_accuracy([r for r in rows if r["correct"] is not None])}
         entry = self.record(state, loop, replace(step, rows=rows), started, step.candidates)
         self.check_patience(state, entry)
@@ -124,6 +131,18 @@ class CoevolveLoop(SERLoop):
         local = self.scorer.local
         return score_token_ids(self.rm.model, ids, pad_id=self.rm.pad_id, pooling=self.rm.module.pooling,
                                batch_size=local.options["batch_size"], device=local.device)
+
+
+class LoopClock:
+    """Seconds per part of a loop, as `seconds_<part>` (a resumed loop reads its samples back: ~0 s to sample)."""
+
+    def __init__(self) -> None:
+        self.last, self.seconds = time.perf_counter(), {}
+
+    def lap(self, part: str) -> None:
+        now = time.perf_counter()
+        self.seconds[f"seconds_{part}"] = round(now - self.last, 2)
+        self.last = now
 
 
 def best_against_worst(pairs: list[PreferencePair], rewards: tuple[torch.Tensor, torch.Tensor]) -> list[int]:

@@ -35,6 +35,7 @@ from ser.tasks.policy import distinct_prompts
 from ser.tasks.rm import build_loop
 
 log = logging.getLogger(__name__)
+TIME_SPLIT = tuple(f"seconds_{part}" for part in ("sample", "score", "train_rm", "train_policy", "evaluate"))
 
 
 def train_coevolve(cfg: DictConfig) -> dict[str, Any]:
@@ -197,4 +198,5 @@ class PolicySide:
                            "val_reward_under_final_rm": under_final,
                            "gold_start": loops[0]["policy_gold"] if loops else None,
                            **{k.replace("policy_", ""): final.get(k) for k in keys[:-1]},
-                           "per_loop": [{"loop": e["loop"], **{k: e.get(k) for k in keys}} for e in state.loops]}}
+                           "per_loop": [{"loop": e["loop"], **{k: e.get(k) for k in keys + TIME_SPLIT}}
+                                        for e in state.loops]}}

@@ -43,6 +43,28 @@ def test_coevolve_smoke_runs_the_phase_schedule_on_generated_pairs(coevolve_run)
     assert policy["final_loop"] in (0, 1, 2, 3) and len(policy["per_loop"]) == 4
     assert all(e["policy_gold"] is not None for e in policy["per_loop"])
     assert (out / "policy" / "loop_3" / "adapter_model.safetensors").exists()
+    parts = ("sample", "score", "train_rm", "train_policy", "evaluate")  # each loop's time, split
+    for e, p in zip(summary["loops"][1:], policy["per_loop"][1:]):
+        split = [p[f"seconds_{part}"] for part in parts]
+        assert all(t >= 0 for t in split) and sum(split) <= e["seconds"] + 0.5
+        assert p["seconds_train_policy"] > 0 and p["seconds_sample"] > 0 and p["seconds_train_rm"] > 0
+    assert "seconds_sample" in (out / "loops.csv").read_text().splitlines()[0]
+
+
+def test_the_coevolve_report_reads_a_run(coevolve_run, tmp_path):
+    from experiments import coevolve_report
+
+    out, summary = coevolve_run
+    import shutil
+
+    shutil.copytree(out, tmp_path / "sweeps" / "experiment=coevolve_cpu,seed=0")  # as experiments/coevolve.sh names it
+    assert coevolve_report.main([str(tmp_path / "sweeps"), "--out", str(tmp_path / "coevolve")]) == 0
+    text = (tmp_path / "coevolve.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| coevolve rm=self | 0 |"))
+    start = summary["policy"]["gold_start"]
+    assert f"| {start:.3f} → " in row and "—" in row  # no fixed-RM or ser_dpo run to compare with
+    loop_rows = [line for line in text.splitlines() if line.startswith("| 0 | ")]
+    assert len(loop_rows) == len(summary["loops"]) and loop_rows[1].count(" / ") >= 4  # with the time split
 
 
 def test_no_human_label_of_the_pool_is_read(coevolve_run, tmp_path, monkeypatch):
@@ -65,7 +87,7 @@ def test_no_human_label_of_the_pool_is_read(coevolve_run, tmp_path, monkeypatch)
     out = tmp_path / "poisoned"
     torch.set_num_threads(1)
     summary = run_experiment(compose(COEVOLVE, out))
-    strip = lambda s: [{k: v for k, v in e.items() if k != "seconds"} for e in s["loops"]]
+    strip = lambda s: [{k: v for k, v in e.items() if not k.startswith("seconds")} for e in s["loops"]]
     assert strip(summary) == strip(reference)
     for file in [*(out / "generated").iterdir(), *(out / "selflabels").iterdir(), *(out / "final_rm").iterdir()]:
         if file.suffix in (".jsonl", ".json"):
@@ -90,7 +112,7 @@ def test_kill_9_during_sampling_or_policy_training_then_the_same_command(at, coe
     again = cli([])
     assert again.returncode == 0, again.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
-    strip = lambda s: [{k: v for k, v in e.items() if k != "seconds"} for e in s["loops"]]
+    strip = lambda s: [{k: v for k, v in e.items() if not k.startswith("seconds")} for e in s["loops"]]
     assert strip(summary) == strip(reference) and summary["policy"]["final_loop"] == reference["policy"]["final_loop"]
 
 
