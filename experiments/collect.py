@@ -178,6 +178,23 @@ def collect(dirs: Sequence[str | Path], group_by: Sequence[str] = DEFAULT_GROUP_
 
 
 # ---- statistics --------------------------------------------------------------------------------------
+def t_half_width(values: Sequence[float]) -> float | None:
+    """Half the 95% t-interval of the mean: t(0.975, n-1) * std / sqrt(n); None for fewer than 2 values."""
+    if len(values) < 2:
+        return None
+    from scipy.stats import t as student_t
+
+    return float(student_t.ppf(0.975, len(values) - 1)) * float(pd.Series(values).std(ddof=1)) / len(values) ** 0.5
+
+
+def report_args(doc: str | None, argv: list[str] | None) -> argparse.Namespace:
+    """The results pages' command line: the sweeps dir to read and the page to write (--out, no suffix)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweeps", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    return parser.parse_args(argv)
+
+
 def paired_delta(target: pd.DataFrame, reference: pd.DataFrame, metric: str) -> dict[str, Any]:
     """target - reference seed by seed; the interval is mean ± t(0.975, n-1) * std / sqrt(n)."""
     pairs = target[["seed", metric]].merge(reference[["seed", metric]], on="seed", suffixes=("", "_ref")).dropna()
@@ -186,10 +203,8 @@ def paired_delta(target: pd.DataFrame, reference: pd.DataFrame, metric: str) -> 
     diffs = pairs[metric] - pairs[f"{metric}_ref"]
     out = {"delta": diffs.mean(), "delta_low": None, "delta_high": None, "wins": int((diffs > 0).sum()),
            "ties": int((diffs == 0).sum()), "losses": int((diffs < 0).sum()), "delta_seeds": list(pairs["seed"])}
-    if len(diffs) > 1:
-        from scipy.stats import t as student_t
-
-        half = float(student_t.ppf(0.975, len(diffs) - 1)) * diffs.std(ddof=1) / len(diffs) ** 0.5
+    half = t_half_width(list(diffs))
+    if half is not None:
         out.update(delta_low=out["delta"] - half, delta_high=out["delta"] + half)
     return out
 

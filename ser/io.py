@@ -48,3 +48,8 @@ def atomic_write_csv(path: str | Path, rows: list[Mapping[str, Any]]) -> Path:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_jsonl(path: str | Path) -> list[Any]:
+    """One JSON value per non-blank line (what atomic_write_jsonl writes)."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -32,6 +32,8 @@ from ser.evolve.state import LoopState
 from ser.evolve.step import as_pairs, evolve_step, self_label_accuracy
 
 log = logging.getLogger(__name__)
+# Where a loop's time goes (loops.csv, the summary's per-loop policy record, docs/performance.md)
+TIME_SPLIT = tuple(f"seconds_{part}" for part in ("sample", "score", "train_rm", "train_policy", "evaluate"))
 
 
 class CoevolveLoop(SERLoop):
@@ -69,7 +71,7 @@ class CoevolveLoop(SERLoop):
 
     def evolve_once(self, state: LoopState) -> LoopState:
         loop, started = state.next_loop, time.time()
-        split = LoopClock()  # where the loop's time goes (docs/performance.md): sample / score / train RM / policy
+        split = LoopClock()  # fills TIME_SPLIT
         samples = self.policy.sample(loop)
         pairs, gold = self.generated_pairs(samples, loop)
         split.lap("sample")

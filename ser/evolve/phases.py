@@ -75,27 +75,28 @@ class Adaptive(PhaseSchedule):
 
 
 class _OnePredicate(PhaseSchedule):
-    """The same predicate every loop, while it keeps >= min_pairs (`status` names it in counts and choices)."""
-    status = count_key = ""
+    """The same predicate every loop, while it keeps >= min_pairs: `status` as choices name it, `count_key`
+    as counts do, `label` as reasons say it."""
+    status = count_key = label = ""
 
     def choose(self, loop, previous, counts, min_pairs):
-        n, label = counts[self.count_key], self.status.replace("1", "status 1")
+        n = counts[self.count_key]
         if n >= min_pairs:
-            return Choice(self.status, f"{label} kept {n} >= min_pairs {min_pairs}")
-        why = f"{label} kept {n} < min_pairs {min_pairs}"
+            return Choice(self.status, f"{self.label} kept {n} >= min_pairs {min_pairs}")
+        why = f"{self.label} kept {n} < min_pairs {min_pairs}"
         return Choice(None, why, shortfall=why)
 
 
 @dataclass(frozen=True)
 class Status1Only(_OnePredicate):
     name = "status1_only"
-    status, count_key = "1", "status1"
+    status, count_key, label = "1", "status1", "status 1"
 
 
 @dataclass(frozen=True)
 class Union(_OnePredicate):
     name = "union"
-    status, count_key = "union", "union"
+    status, count_key, label = "union", "union", "union"
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ task (ser/tasks/policy.py) chains them and evaluates before and after.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -25,6 +24,7 @@ from torch.utils.data import DataLoader
 from ser.data.schema import PreferencePair
 from ser.data.splits import Splits
 from ser.evolve.step import as_pairs
+from ser.io import read_jsonl
 from ser.policy.dpo import DPOCollator, DPOModule, dpo_features
 from ser.policy.model import PolicyWithValue
 from ser.policy.ppo import PPOModule
@@ -111,7 +111,7 @@ def run_dpo(cfg: DictConfig, out: Path, model: PolicyWithValue, tokenizer, pairs
 def dpo_pairs(cfg: DictConfig, rm_dir: Path, splits: Splits) -> list[PreferencePair]:
     """The self-labeled pairs of the RM run (higher-scored answer as chosen) and, by config, the labeled seed."""
     path = rm_dir / "selflabels" / "all.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    rows = read_jsonl(path) if path.exists() else []
     pairs = as_pairs(rows) + (list(splits.seed) if cfg.policy.dpo.include_seed else [])
     if not pairs:
         raise ValueError(f"DPO has no pairs: {path} holds no self-labels and policy.dpo.include_seed=false")

@@ -13,7 +13,6 @@ decisions from it (which pairs to self-label) all take the same ones.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 from collections.abc import Sequence
@@ -167,10 +166,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     import os
 
-    from ser.io import atomic_write_jsonl
+    from ser.io import atomic_write_jsonl, read_jsonl
     from ser.reward.export import RewardScorer
 
-    rows = [json.loads(line) for line in Path(args.pairs).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl(args.pairs)
     for number, row in enumerate(rows, 1):
         if not isinstance(row.get("prompt"), str) or not isinstance(row.get("response"), str):
             raise ValueError(f"{args.pairs}: row {number} needs string fields 'prompt' and 'response'")

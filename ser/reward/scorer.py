@@ -81,6 +81,5 @@ def make_scorer(cfg: DictConfig, module: RewardModule, pad_id: int, work_dir: Pa
                         compile=bool(rm.get("score_compile", False)), device=scoring_device(trainer.get("accelerator")),
                         progress=True)
     devices = trainer.get("devices", 1)
-    if world > 1 or (isinstance(devices, int) and devices > 1):
-        return SpreadScorer(local, trainer, work_dir, ranks=max(world, devices if isinstance(devices, int) else 1))
-    return local
+    ranks = max(world, devices if isinstance(devices, int) else 1)
+    return SpreadScorer(local, trainer, work_dir, ranks) if ranks > 1 else local

@@ -22,9 +22,9 @@ from ser.data.schema import PreferencePair
 from ser.evaluate.policy_eval import evaluate_policy, win_tie_loss
 from ser.evaluate.synthetic_gold import SyntheticGoldJudge, gold_score
 from ser.events import emit
-from ser.evolve.coevolve import CoevolveLoop
+from ser.evolve.coevolve import TIME_SPLIT, CoevolveLoop
 from ser.evolve.state import LoopState
-from ser.io import atomic_write_json, atomic_write_jsonl, read_json
+from ser.io import atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 from ser.locks import hold_run_dir
 from ser.policy.model import PolicyWithValue, load_policy_model
 from ser.policy.rollout import RewardFunction, encode_prompts, generate
@@ -35,7 +35,6 @@ from ser.tasks.policy import distinct_prompts
 from ser.tasks.rm import build_loop
 
 log = logging.getLogger(__name__)
-TIME_SPLIT = tuple(f"seconds_{part}" for part in ("sample", "score", "train_rm", "train_policy", "evaluate"))
 
 
 def train_coevolve(cfg: DictConfig) -> dict[str, Any]:
@@ -61,6 +60,7 @@ class PolicySide:
         self.cfg, self.out, self.co, self.policy_cfg = cfg, out, cfg.coevolve, cfg.policy
         splits = loaded.splits
         self.pool_prompts = distinct_prompts(splits.pool, len(splits.pool), int(cfg.seed))  # prompts only: no pool answer is read
+        self.pool_index = {p: i for i, p in enumerate(self.pool_prompts)}
         self.val_prompts = distinct_prompts(splits.val, int(cfg.evaluate.n_prompts), int(cfg.evaluate.seed))
         self.test_prompts = distinct_prompts(splits.test, int(cfg.evaluate.n_prompts), int(cfg.evaluate.seed))
         model, self.tokenizer = load_policy_model(cfg.policy.model, vocab_texts=loaded.training_texts(pool_answers=False)
@@ -115,9 +115,7 @@ class PolicySide:
         """`samples_per_prompt` responses to each of this loop's prompts; written once, reused on resume."""
         path = self.out / "generated" / f"loop_{loop}_samples.jsonl"
         if path.exists():
-            import json
-
-            return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            return read_jsonl(path)
         prompts = distinct_prompts([PreferencePair("", p, "", "") for p in self.pool_prompts],
                                    int(self.co.prompts_per_loop), derive_seed(self.cfg.seed, loop, "prompts"))
         n, batch = int(self.co.samples_per_prompt), int(self.co.sample_batch_size)
@@ -128,7 +126,7 @@ class PolicySide:
         for k, start in enumerate(range(0, len(ids), batch)):
             texts += generate(self.model, self.tokenizer, ids[start:start + batch], self.generation).texts
             emit("sampled_batch", loop=loop, batch=k)
-        samples = [{"index": self.pool_prompts.index(p), "prompt": p, "responses": texts[i * n:(i + 1) * n],
+        samples = [{"index": self.pool_index[p], "prompt": p, "responses": texts[i * n:(i + 1) * n],
                     "sampling": {**self.generation, "samples_per_prompt": n, "seed": derive_seed(self.cfg.seed, loop, "sampling")},
                     "policy": f"policy/loop_{loop - 1}" if loop > 1 else "start"} for i, p in enumerate(prompts)]
         atomic_write_jsonl(path, samples)
