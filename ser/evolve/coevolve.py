@@ -27,13 +27,16 @@ import torch
 
 from ser.data.schema import PreferencePair
 from ser.events import emit
+from ser.evolve.clock import LoopClock
 from ser.evolve.loop import SERLoop
 from ser.evolve.state import LoopState
 from ser.evolve.step import as_pairs, evolve_step, self_label_accuracy
 
 log = logging.getLogger(__name__)
 # Where a loop's time goes (loops.csv, the summary's per-loop policy record, docs/performance.md)
-TIME_SPLIT = tuple(f"seconds_{part}" for part in ("sample", "score", "train_rm", "train_policy", "evaluate"))
+# (`evaluate`: the RM on validation and test; `write`: its checkpoint)
+TIME_SPLIT = tuple(f"seconds_{part}" for part in ("sample", "score", "train_rm", "train_policy", "evaluate_policy",
+                                                   "evaluate", "write"))
 
 
 class CoevolveLoop(SERLoop):
@@ -71,7 +74,7 @@ class CoevolveLoop(SERLoop):
 
     def evolve_once(self, state: LoopState) -> LoopState:
         loop, started = state.next_loop, time.time()
-        split = LoopClock()  # fills TIME_SPLIT
+        split = LoopClock()  # fills TIME_SPLIT (record() adds the RM's evaluation and checkpoint)
         samples = self.policy.sample(loop)
         pairs, gold = self.generated_pairs(samples, loop)
         split.lap("sample")
@@ -103,10 +106,10 @@ class CoevolveLoop(SERLoop):
         self.policy.train(as_pairs(rows), loop)
         split.lap("train_policy")
         evaluation = self.policy.evaluate(loop, self.rm_reward)
-        split.lap("evaluate")
-        self.pending = {**evaluation, **split.seconds,
+        split.lap("evaluate_policy")
+        self.pending = {**evaluation,
                         "self_label_gold_agreement": self_label_accuracy([r for r in rows if r["correct"] is not None])}
-        entry = self.record(state, loop, replace(step, rows=rows), started, step.candidates)
+        entry = self.record(state, loop, replace(step, rows=rows), started, step.candidates, clock=split)
         self.check_patience(state, entry)
         return state
 
@@ -133,18 +136,6 @@ class CoevolveLoop(SERLoop):
         local = self.scorer.local
         return score_token_ids(self.rm.model, ids, pad_id=self.rm.pad_id, pooling=self.rm.module.pooling,
                                batch_size=local.options["batch_size"], device=local.device)
-
-
-class LoopClock:
-    """Seconds per part of a loop, as `seconds_<part>` (a resumed loop reads its samples back: ~0 s to sample)."""
-
-    def __init__(self) -> None:
-        self.last, self.seconds = time.perf_counter(), {}
-
-    def lap(self, part: str) -> None:
-        now = time.perf_counter()
-        self.seconds[f"seconds_{part}"] = round(now - self.last, 2)
-        self.last = now
 
 
 def best_against_worst(pairs: list[PreferencePair], rewards: tuple[torch.Tensor, torch.Tensor]) -> list[int]:

@@ -17,6 +17,7 @@ import torch
 
 from ser.events import emit
 from ser.evolve.build import describe_selection
+from ser.evolve.clock import LOOP_TIME_SPLIT
 from ser.evolve.soup import average_checkpoints
 from ser.evolve.state import LoopState
 from ser.ranks import barrier
@@ -27,7 +28,7 @@ NO_VARIANT = "-"  # seed_only and full_data select nothing
 SUMMARY_LOOP_KEYS = ("loop", "status", "selected", "selected_total", "self_label_accuracy", "val_accuracy", "val_loss",
                      "test_accuracy", "test_ece", "seconds", "candidates", "test_accuracy_by_group", "train_pairs",
                      "note", "shortfall", "selected_by_group", "self_label_accuracy_by_group",
-                     "test_accuracy_by_kind")
+                     "test_accuracy_by_kind", *LOOP_TIME_SPLIT)
 
 
 def final_loop(loops: list[dict[str, Any]], how: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from ser.data.synthetic import is_stark, pair_kind
 from ser.events import emit
 from ser.evolve.agreement import agreement_mask, checkpoint_scores, dropout_scores
 from ser.evolve.build import build_selection
+from ser.evolve.clock import LoopClock
 from ser.evolve.confidence import fit_temperature
 from ser.evolve.finish import finish_run
 from ser.evolve.state import LoopState
@@ -36,8 +37,6 @@ from ser.seeding import derive_seed
 from ser.store import RunStore
 
 log = logging.getLogger(__name__)
-
-
 class SERLoop:
     def __init__(self, cfg: DictConfig, data: PreparedData, rm: RMTrainer, scorer: Scorer, store: RunStore,
                  reporter: Reporter, world: int = 1) -> None:
@@ -69,9 +68,10 @@ class SERLoop:
             self.rm.load(self.store.checkpoint_path(state.loops[-1]["loop"]))
             log.info("resuming %s after loop %d", self.store.out, state.loops[-1]["loop"])
         if not state.loops:  # loop 0: the seed RM (or the full-data RM)
-            started = time.time()
+            started, clock = time.time(), LoopClock()
             self.train_on(state, 0)
-            self.record(state, 0, None, started)
+            clock.lap("train")
+            self.record(state, 0, None, started, clock=clock)
         max_loops = self.phases.max_loops(int(self.cfg.ser.max_loops)) if self.self_labels else 0
         while not state.stopped and state.next_loop <= max_loops:
             state = self.evolve_once(state)
@@ -81,7 +81,7 @@ class SERLoop:
         return finish_run(self, state)
 
     def evolve_once(self, state: LoopState) -> LoopState:
-        loop, started = state.next_loop, time.time()
+        loop, started, clock = state.next_loop, time.time(), LoopClock()
         relabeled = self.relabel_selected(state, loop) if str(self.cfg.ser.relabel) != "none" else {}
         removed = set(state.removed_from_pool)
         index = [i for i, p in enumerate(self.data.splits.pool) if p.id not in removed]
@@ -95,6 +95,7 @@ class SERLoop:
         weight_t = fit_temperature(val_rewards[0] - val_rewards[1]) if str(self.cfg.ser.weighting) == "confidence" else None
         settings = replace(self.settings, weight_temperature=weight_t)
         keep = self.agreement(state, loop, features, *pool_rewards)
+        clock.lap("score")
         step = evolve_step(state, pool, pool_rewards, val_rewards, settings, loop=loop, keep=keep)
         if self.world > 1:  # same scores, so same decisions; checked, as diverging ranks would train apart
             check_same_on_every_rank([step.status, [(r["id"], r["chosen"]) for r in step.rows],
@@ -110,8 +111,10 @@ class SERLoop:
             self.store.save_state(state)
             return state
         self.store.write_selflabels(f"loop_{loop}", step.rows)
+        clock.lap("select")
         self.train_on(state, loop)
-        entry = self.record(state, loop, step, started, candidates)
+        clock.lap("train")
+        entry = self.record(state, loop, step, started, candidates, clock=clock)
         self.check_patience(state, entry)
         return state
 
@@ -147,8 +150,10 @@ class SERLoop:
         return metrics
 
     def record(self, state: LoopState, loop: int, step: StepResult | None, started: float,
-               candidates: dict[str, int] | None = None) -> dict[str, Any]:
+               candidates: dict[str, int] | None = None, clock: LoopClock | None = None) -> dict[str, Any]:
+        clock = clock or LoopClock()
         metrics = self.evaluate()
+        clock.lap("evaluate")
         val, test = metrics["val"], metrics["test"]
         rows = step.rows if step is not None else []
         entry = {
@@ -168,6 +173,8 @@ class SERLoop:
         state.loops.append(entry)
         if self.store.writer:
             self.rm.save(self.store.checkpoint_path(loop))
+        clock.lap("write")  # the self-labels (in `select`) and state files are small: the RM checkpoint is this
+        entry.update(clock.seconds)
         barrier()  # other ranks may load it (the final RM, agreement with earlier RMs)
         state.checkpoint = str(self.store.checkpoint_path(loop).relative_to(self.store.out))
         emit("loop_recording", loop=loop)

@@ -43,7 +43,7 @@ def test_coevolve_smoke_runs_the_phase_schedule_on_generated_pairs(coevolve_run)
     assert policy["final_loop"] in (0, 1, 2, 3) and len(policy["per_loop"]) == 4
     assert all(e["policy_gold"] is not None for e in policy["per_loop"])
     assert (out / "policy" / "loop_3" / "adapter_model.safetensors").exists()
-    parts = ("sample", "score", "train_rm", "train_policy", "evaluate")  # each loop's time, split
+    parts = ("sample", "score", "train_rm", "train_policy", "evaluate_policy", "evaluate", "write")  # a loop's time
     for e, p in zip(summary["loops"][1:], policy["per_loop"][1:]):
         split = [p[f"seconds_{part}"] for part in parts]
         assert all(t >= 0 for t in split) and sum(split) <= e["seconds"] + 0.5

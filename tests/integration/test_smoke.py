@@ -51,6 +51,13 @@ def test_smoke_run_writes_a_complete_summary(smoke_run):
     assert all(e["test_accuracy"] > 0.6 for e in loops)  # every loop's RM well above a coin
     final = summary["final"]
     assert final["test_accuracy"] == next(e["test_accuracy"] for e in loops if e["loop"] == final["loop"])
+    # where each loop's time went: loop 0 only trains, evaluates and writes; every part is within the loop's time
+    for e in loops:
+        split = [e[f"seconds_{part}"] for part in ("score", "select", "train", "evaluate", "write") if e["loop"] or
+                 part not in ("score", "select")]
+        assert all(t >= 0 for t in split) and sum(split) <= e["seconds"] + 0.5 and e["seconds_train"] > 0
+        assert e["seconds_evaluate"] > 0 and (e["loop"] == 0 or e["seconds_score"] > 0)
+    assert "seconds_score" in (out / "loops.csv").read_text().splitlines()[0]
     # the per-loop table is on the console
     assert "self-label" in result.stdout and "test acc" in result.stdout
 
