@@ -34,6 +34,11 @@ def compose(overrides: list[str] | None = None, output_dir: Path | None = None):
     return cfg
 
 
+def without_timing(summary: dict) -> dict:
+    """A summary without its clock readings (`seconds`, `seconds_<part>`): what a resumed run must reproduce."""
+    return {**summary, "loops": [{k: v for k, v in e.items() if not k.startswith("seconds")} for e in summary["loops"]]}
+
+
 @pytest.fixture
 def compose_cfg(tmp_path):
     def _compose(overrides: list[str] | None = None):

@@ -59,20 +59,23 @@ def interleaved(runs: Mapping[str, Callable[[], Any] | tuple[Callable[[], Any], 
                 repeats: int, warmup: bool = True) -> dict[str, list[dict[str, Any]]]:
     """Run each alternative `repeats` times, alternating, timing each call with perf_counter.
 
-    An alternative is a callable (timed whole) or a (setup, run) pair: setup() builds what run(x)
-    needs (a fresh model, a trainer) and only run is timed. Returns name -> [{"seconds", "load",
+    An alternative is a callable (timed whole), a (setup, run) pair: setup() builds what run(x)
+    needs (a fresh model, a trainer) and only run is timed, or (setup, run, check): check(x, result),
+    untimed, turns the result into what is kept (a held-out accuracy). Returns name -> [{"seconds", "load",
     "result"}]. A warm-up round of each (untimed) comes first, so one-off costs (imports,
     allocator, first-call kernel selection) hit neither side's timings.
     """
     out: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
     for r in range(repeats + int(warmup)):
         for name, alt in runs.items():
-            setup, run = alt if isinstance(alt, tuple) else ((lambda: None), (lambda _, f=alt: f()))
+            setup, run, *check = alt if isinstance(alt, tuple) else ((lambda: None), (lambda _, f=alt: f()))
             arg = setup()
             before = load()
             start = time.perf_counter()
             result = run(arg)
             seconds = time.perf_counter() - start
+            if check and not (warmup and r == 0):
+                result = check[0](arg, result)
             if warmup and r == 0:
                 print(f"  warm-up {name:<28} {seconds:8.2f} s   (load avg {before})", flush=True)
                 continue

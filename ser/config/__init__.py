@@ -85,6 +85,9 @@ def validate_config(cfg: DictConfig) -> None:
           "replays per-process cached states, which spawned ranks cannot share: use it with one device")
     check(not (cfg.rm.get("freeze_layers") and cfg.rm.get("score_compile")), "rm.score_compile",
           "cannot trace rm.freeze_layers' cached-state replay: set one of them off")
+    check(cfg.rm.get("padding_free", False) in (True, False, "auto"), "rm.padding_free", "must be auto, true or false")
+    check(not (cfg.rm.get("freeze_layers") and cfg.rm.get("padding_free") is True), "rm.padding_free",
+          "packs the tokens of a batch, which rm.freeze_layers' cached states per text cannot follow: set one of them off")
 
 
 def apply_thread_limit() -> None:

@@ -61,6 +61,9 @@ PRESENTATION_KEYS = ("resume", "paths", "logger", "ckpt_every_n_steps", "verbose
 # Settings added after runs were recorded, with the value that reproduces those runs: at that value
 # they are left out of the hash, so the older run dirs still resume (and are still skipped when done).
 NEUTRAL_SETTINGS = {("ser", "labels"): "self", ("rm", "score_compile"): False}
+# Speed paths equal to float rounding (tests/unit/test_speed_equivalence.py): never in the hash, so a run
+# resumes whichever way they are set and switching the default orphans no run dir
+SPEED_SETTINGS = (("rm", "padding_free"),)
 TRAINER_PRESENTATION_KEYS = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps", "default_root_dir")
 
 
@@ -75,6 +78,9 @@ def config_hash(resolved: dict[str, Any]) -> str:
             kept.pop(group, None)
     for (group, key), neutral in NEUTRAL_SETTINGS.items():
         if isinstance(kept.get(group), dict) and kept[group].get(key) == neutral:
+            kept[group] = {k: v for k, v in kept[group].items() if k != key}
+    for group, key in SPEED_SETTINGS:
+        if isinstance(kept.get(group), dict):
             kept[group] = {k: v for k, v in kept[group].items() if k != key}
     if isinstance(kept.get("trainer"), dict):
         kept["trainer"] = {k: v for k, v in kept["trainer"].items() if k not in TRAINER_PRESENTATION_KEYS}

@@ -11,6 +11,7 @@ from transformers import PreTrainedModel, get_scheduler
 
 from ser.reward.frozen import frozen_prefix
 from ser.reward.metrics import PairwiseMetrics, pairwise_loss
+from ser.reward.packed import packed_rewards, use_packed
 
 POOLINGS = ("auto", "hf", "last", "mean")
 
@@ -64,13 +65,15 @@ class RewardModule(pl.LightningModule):
 
     def __init__(self, model: torch.nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Mapping[str, Any] | None = None, pooling: str = "auto",
-                 loss: Mapping[str, float] | None = None) -> None:
+                 loss: Mapping[str, float] | None = None, padding_free: bool | str = False) -> None:
         super().__init__()
         self.loss_options = {k: float(v) for k, v in (loss or {}).items()}  # margin, hard_pair_gamma
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_cfg = dict(scheduler or {"name": "linear", "warmup_ratio": 0.0})
         self.pooling = resolve_pooling(model, pooling)
+        # rm.padding_free: training and validation forwards skip the padding (rm.freeze_layers replays its own)
+        self.padding_free = frozen_prefix(model) is None and use_packed(model, self.pooling, padding_free)
         self.val_metrics = PairwiseMetrics()
         self.train_metrics = PairwiseMetrics()
         self.loop: int | None = None  # the SER loop in training: logged beside every metric (one column set for all loops)
@@ -79,6 +82,8 @@ class RewardModule(pl.LightningModule):
         self.model.train()  # from_pretrained leaves the model in eval mode; Lightning keeps modes as found
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.padding_free:
+            return packed_rewards(self.model, input_ids, attention_mask, self.pooling)
         return compute_rewards(self.model, input_ids, attention_mask, self.pooling)
 
     def _pair_rewards(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,7 +38,7 @@ class RMTrainer:
         # they are kept for ser.retrain_from=base.
         self.base_state = {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
         self.module = RewardModule(model, instantiate(cfg.rm.optimizer), cfg.rm.scheduler, cfg.rm.pooling,
-                                   loss=cfg.rm.get("loss"))
+                                   loss=cfg.rm.get("loss"), padding_free=cfg.rm.get("padding_free", False))
 
     @classmethod
     def build(cls, cfg: DictConfig, vocab_texts: Sequence[str]) -> "RMTrainer":

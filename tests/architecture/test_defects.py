@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ser.core import ConfigError
-from tests.conftest import ROOT, compose
+from tests.conftest import ROOT, compose, without_timing
 
 SMOKE = ["experiment=smoke"]
 
@@ -54,7 +54,7 @@ def test_a_soup_run_killed_after_pruning_finishes_on_the_same_command(tmp_path, 
     kept = sorted(p.name for p in (out / "checkpoints").glob("loop_*.safetensors"))
     assert len(kept) < len(whole["loops"]) and not (out / "summary.json").exists()  # pruned: the soup's inputs are gone
     again = run_experiment(compose(overrides, out))
-    strip = lambda s: {**s, "loops": [{k: v for k, v in e.items() if k != "seconds"} for e in s["loops"]]}
+    strip = without_timing
     assert strip(again) == strip(whole)
 
 

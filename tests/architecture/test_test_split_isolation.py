@@ -50,5 +50,5 @@ def test_changing_only_the_test_texts_leaves_the_exported_rm_identical(tmp_path,
     assert meta_a == meta_b and meta_a["reward_stats_split"] == "validation"
     for name in ("tokenizer.json", "config.json"):
         assert (a / "final_rm" / name).read_text() == (b / "final_rm" / name).read_text()
-    strip = lambda s: [{k: v for k, v in e.items() if not k.startswith("test") and k != "seconds"} for e in s["loops"]]
+    strip = lambda s: [{k: v for k, v in e.items() if not k.startswith(("test", "seconds"))} for e in s["loops"]]
     assert strip(summary_a) == strip(summary_b)  # every decision (selection, validation) is the same

@@ -63,6 +63,8 @@ def test_every_experiment_composes(experiment, tmp_path, monkeypatch):
     ("ser.labels=oracle ser.relabel=drop", "ser.relabel"),
     ("data.overlong=ignore", "data.overlong"),
     ("rm.optimizer._target_=os.system", "rm.optimizer._target_"),
+    ("rm.freeze_layers=2 rm.padding_free=true", "rm.padding_free"),
+    ("rm.padding_free=sometimes", "rm.padding_free"),
 ])
 def test_invalid_values_are_refused_naming_the_key(override, needle, tmp_path):
     cfg = compose(override.split(), tmp_path)

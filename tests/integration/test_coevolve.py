@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT, compose
+from tests.conftest import ROOT, compose, without_timing
 from tests.robustness.fault_hook import overrides as fault_overrides
 
 COEVOLVE = ["schedule=coevolve", "experiment=smoke"]
@@ -87,7 +87,7 @@ def test_no_human_label_of_the_pool_is_read(coevolve_run, tmp_path, monkeypatch)
     out = tmp_path / "poisoned"
     torch.set_num_threads(1)
     summary = run_experiment(compose(COEVOLVE, out))
-    strip = lambda s: [{k: v for k, v in e.items() if not k.startswith("seconds")} for e in s["loops"]]
+    strip = lambda s: without_timing(s)["loops"]
     assert strip(summary) == strip(reference)
     for file in [*(out / "generated").iterdir(), *(out / "selflabels").iterdir(), *(out / "final_rm").iterdir()]:
         if file.suffix in (".jsonl", ".json"):
@@ -112,7 +112,7 @@ def test_kill_9_during_sampling_or_policy_training_then_the_same_command(at, coe
     again = cli([])
     assert again.returncode == 0, again.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
-    strip = lambda s: [{k: v for k, v in e.items() if not k.startswith("seconds")} for e in s["loops"]]
+    strip = lambda s: without_timing(s)["loops"]
     assert strip(summary) == strip(reference) and summary["policy"]["final_loop"] == reference["policy"]["final_loop"]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT, compose
+from tests.conftest import ROOT, compose, without_timing
 
 SMOKE = ["experiment=smoke"]
 
@@ -91,10 +91,6 @@ def test_exported_rm_loads_with_plain_transformers_and_scores(smoke_run):
     assert len(scores) == 2 and all(isinstance(s, float) for s in scores)
 
 
-def _summary_without_timing(summary: dict) -> dict:
-    return {**summary, "loops": [{k: v for k, v in e.items() if k != "seconds"} for e in summary["loops"]]}
-
-
 def test_interrupted_run_resumes_after_its_last_finished_loop(tmp_path, monkeypatch):
     """Kill the run after loop 1 is saved; the same command resumes at loop 2 and ends as an uninterrupted run."""
     from ser.tasks.run import run_experiment
@@ -127,7 +123,7 @@ def test_interrupted_run_resumes_after_its_last_finished_loop(tmp_path, monkeypa
                         (trained.append(loop), real_train(self, features, val, loop, **kw))[1])
     resumed = run_experiment(compose(SMOKE, tmp_path / "resumed"))
     assert trained == [2, 3], "finished loops 0 and 1 must not be retrained"
-    assert _summary_without_timing(resumed) == _summary_without_timing(full)
+    assert without_timing(resumed) == without_timing(full)
 
 
 def test_resume_refuses_a_run_dir_with_another_config(tmp_path):
@@ -175,6 +171,18 @@ def test_reference_runs_hash_without_the_ser_group(tmp_path):
         assert digest([f"schedule={reference}"]) == digest([f"schedule={reference}", "ser.min_pairs=7", "ser=top_gap"])
         assert digest([f"schedule={reference}"]) != digest([f"schedule={reference}", "rm.epochs=7"])
     assert digest(["schedule=ser"]) != digest(["schedule=ser", "ser.min_pairs=7"])
+
+
+def test_a_speed_path_equal_to_rounding_never_orphans_a_run_dir(tmp_path):
+    from omegaconf import OmegaConf
+
+    from ser.evolve.state import config_hash
+
+    def digest(overrides):
+        return config_hash(OmegaConf.to_container(compose(SMOKE + overrides, tmp_path / "h"), resolve=True))
+
+    assert digest([]) == digest(["rm.padding_free=false"]) == digest(["rm.padding_free=true"])
+    assert digest([]) != digest(["rm.group_by_length=true"])  # other batches: other results
 
 
 @pytest.mark.parametrize(("group", "key", "other"), [("ser", "labels", "oracle"), ("rm", "score_compile", True)])

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from ser.reward.backbone import load_backbone
 from ser.reward.module import RewardModule
 from ser.reward.train import fit_reward_model
-from tests.conftest import compose
+from tests.conftest import compose, without_timing
 
 
 @pytest.fixture(autouse=True)
@@ -26,10 +26,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _without_seconds(summary: dict) -> dict:
-    return {**summary, "loops": [{k: v for k, v in e.items() if k != "seconds"} for e in summary["loops"]]}
-
-
 def test_same_config_and_seed_give_the_same_summary_selflabels_and_weights(tmp_path):
     from safetensors.torch import load_file
 
@@ -38,9 +34,9 @@ def test_same_config_and_seed_give_the_same_summary_selflabels_and_weights(tmp_p
     first = run_experiment(compose(["experiment=smoke"], tmp_path / "a"))
     second = run_experiment(compose(["experiment=smoke"], tmp_path / "b"))
     assert len(first["loops"]) == 4, "smoke must run two SER loops for this to mean anything"
-    assert _without_seconds(first) == _without_seconds(second)
+    assert without_timing(first) == without_timing(second)
     on_disk = [json.loads((tmp_path / d / "summary.json").read_text()) for d in ("a", "b")]
-    assert _without_seconds(on_disk[0]) == _without_seconds(on_disk[1]) == _without_seconds(first)
+    assert without_timing(on_disk[0]) == without_timing(on_disk[1]) == without_timing(first)
     for name in ("selflabels/all.jsonl", "selflabels/loop_1.jsonl", "selflabels/loop_2.jsonl"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     weights = [load_file(tmp_path / d / "final_rm" / "model.safetensors") for d in ("a", "b")]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, without_timing
 
 SMOKE = ["experiment=smoke"]
 RUNS = Path("outputs") / "ser" / "runs"
@@ -29,7 +29,7 @@ def _cli(args: list[str], project_root: Path, timeout: int = 600, **extra: str) 
 
 def _summary(run_dir: Path) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
-    return {**summary, "loops": [{k: v for k, v in e.items() if k != "seconds"} for e in summary["loops"]]}
+    return without_timing(summary)
 
 
 def free_port() -> int:

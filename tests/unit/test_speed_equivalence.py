@@ -1,5 +1,6 @@
 """The speed-ups change no result: dedup, length-sorted batches, one-pass tokenising, length-grouped
-training batches, bf16 autocast (bounded), and the benchmarks' FLOP count (against torch's counter)."""
+training batches, padding-free training (rewards, losses and gradients), bf16 autocast (bounded), and the
+benchmarks' FLOP count (against torch's counter)."""
 
 import functools
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ser.reward.backbone import build_tiny_tokenizer, load_backbone
+from ser.reward.backbone import build_tiny_tokenizer, disable_dropout, load_backbone
 from ser.data.tokens import TokenCache
 from ser.reward.module import RewardModule, compute_rewards
 from ser.reward.scoring import (
@@ -203,3 +204,104 @@ def test_compiled_scoring_follows_weight_updates():
                                atol=1e-4, rtol=1e-4)
     model.load_state_dict({k: v * 0.5 for k, v in model.state_dict().items()})
     torch.testing.assert_close(score(compile=True), score(), atol=1e-5, rtol=1e-5)
+
+
+TINY_LLAMA = {"kind": "config", "decoder": True, "config": {"model_type": "llama", "hidden_size": 16,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 32}}
+
+
+def _padded_batch(tok, side: str, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    from ser.reward.collator import pad_batch
+
+    ids = _random_ids(12, seed=seed, low=5, high=len(WORDS))  # lengths 2..39: most rows carry padding
+    batch = pad_batch(ids, tok.pad_token_id, side)
+    return batch["input_ids"], batch["attention_mask"]
+
+
+@pytest.mark.parametrize(("source", "pooling", "side"), [(TINY_BERT, "hf", "right"), (TINY_BERT, "mean", "right"),
+                                                         (TINY_LLAMA, "last", "left"), (TINY_LLAMA, "mean", "right")])
+def test_padding_free_rewards_losses_and_gradients_equal_the_padded_forward(source, pooling, side):
+    from ser.reward.metrics import pairwise_loss
+    from ser.reward.packed import packed_rewards
+
+    torch.manual_seed(0)
+    model, tok = load_backbone({"source": source}, vocab_texts=[" ".join(WORDS)])
+    disable_dropout(model)  # so both paths compute the same function
+    model.train()
+    ids, mask = _padded_batch(tok, side)
+    assert (mask == 0).float().mean() > 0.3  # the case the packed path exists for
+
+    def loss_and_grads(fn):
+        model.zero_grad()
+        rewards = fn(model, ids, mask, pooling)
+        loss = pairwise_loss(rewards[:6], rewards[6:])
+        loss.backward()
+        return rewards.detach(), loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    padded, packed = loss_and_grads(compute_rewards), loss_and_grads(packed_rewards)
+    torch.testing.assert_close(packed[0], padded[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(packed[1], padded[1], atol=1e-6, rtol=1e-5)
+    assert packed[2].keys() == padded[2].keys() and len(padded[2]) > 5
+    for name in padded[2]:
+        torch.testing.assert_close(packed[2][name], padded[2][name], atol=1e-5, rtol=1e-3, msg=name)
+    # positions restart per sequence: the same rows with their padding moved elsewhere give the same rewards
+    flipped = packed_rewards(model, ids.flip(0), mask.flip(0), pooling).detach().flip(0)
+    torch.testing.assert_close(flipped, packed[0], atol=1e-5, rtol=1e-4)
+
+
+def test_padding_free_training_ends_where_padded_training_ends(tmp_path):
+    """A whole fit, packed against padded: the same batches give the same weights to float rounding."""
+    tok = build_tiny_tokenizer([" ".join(WORDS)])
+    g = torch.Generator().manual_seed(4)
+    feats = []
+    for _ in range(24):
+        a, b = (torch.randint(1, 19, (1,), generator=g).item() for _ in range(2))
+        feats.append({"chosen_ids": tok(" ".join(WORDS[:a]))["input_ids"],
+                      "rejected_ids": tok(" ".join(WORDS[-b:]))["input_ids"], "weight": 1.0})
+    trainer_cfg = OmegaConf.create({"_target_": "pytorch_lightning.Trainer", "accelerator": "cpu", "devices": 1,
+                                    "enable_progress_bar": False, "enable_model_summary": False,
+                                    "default_root_dir": str(tmp_path)})
+
+    def train(padding_free: bool) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model, _ = load_backbone({"source": TINY_BERT}, vocab_texts=[" ".join(WORDS)])
+        disable_dropout(model)  # as every RM config does: dropout masks are drawn per padded or packed token
+        module = RewardModule(model, lambda params: torch.optim.AdamW(params, lr=1e-2, fused=True),
+                              padding_free=padding_free)
+        fit_reward_model(module, feats, [], trainer_cfg=trainer_cfg, epochs=2, batch_size=4,
+                         pad_id=tok.pad_token_id, seed=7)
+        return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    packed, padded, start = train(True), train(False), load_backbone({"source": TINY_BERT}, vocab_texts=[" ".join(WORDS)])[0]
+    moved = max((padded[n] - p).abs().max().item() for n, p in start.named_parameters())
+    assert moved > 1e-2  # training moved the weights far more than the tolerance below
+    # Two biases have a true gradient of 0: the head's cancels in r_chosen - r_rejected, and a key bias adds the
+    # same q.b to every score of a softmax row. AdamW turns the float noise of either path into steps of ~lr
+    # there, so they are left out; everything else must agree.
+    zero_gradient = {n for n in padded if n == "classifier.bias" or n.endswith("attention.self.key.bias")}
+    for name in set(padded) - zero_gradient:
+        torch.testing.assert_close(packed[name], padded[name], atol=2e-4, rtol=1e-3, msg=name)
+
+
+def test_padding_free_refuses_what_it_cannot_pack():
+    from ser.reward.packed import check_packable
+
+    model, _ = load_backbone({"source": TINY_LLAMA}, vocab_texts=[" ".join(WORDS)])
+    with pytest.raises(ValueError, match="last token"):
+        check_packable(model, "hf")
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    other = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=30, dim=16, n_layers=1, n_heads=2,
+                                                                 hidden_dim=32, num_labels=1))
+    with pytest.raises(ValueError, match="model_type 'distilbert' is not supported"):
+        RewardModule(other, lambda params: torch.optim.SGD(params, lr=0.1), padding_free=True)
+    sgd = lambda params: torch.optim.SGD(params, lr=0.1)  # noqa: E731
+    assert not RewardModule(other, sgd, padding_free="auto").padding_free  # auto: padded where it cannot pack
+    two_blocks = {**TINY_BERT, "config": {**TINY_BERT["config"], "num_hidden_layers": 2}}
+    bert, _ = load_backbone({"source": two_blocks}, vocab_texts=[" ".join(WORDS)])
+    assert RewardModule(bert, sgd, padding_free="auto").padding_free
+    assert not RewardModule(bert, sgd, padding_free=False).padding_free
+    from ser.reward.frozen import FrozenPrefix
+
+    FrozenPrefix(bert, 1, 0).attach()  # rm.freeze_layers replays cached states per text: no packing
+    assert not RewardModule(bert, sgd, padding_free="auto").padding_free
