@@ -139,27 +139,37 @@ def test_length_grouped_batches_cover_every_pair_once_with_less_padding():
         EpochBatches(5, 2, seed=0, lengths=[1, 2])
 
 
-def test_length_grouped_training_is_deterministic(tmp_path):
-    tok = build_tiny_tokenizer([" ".join(WORDS)])
+def _training_pairs(tok, longest: int) -> list[dict]:
+    """24 pairs of word prefixes against word suffixes, of mixed lengths up to `longest` words."""
     g = torch.Generator().manual_seed(4)
     feats = []
     for _ in range(24):
-        a, b = (torch.randint(1, 12, (1,), generator=g).item() for _ in range(2))
+        a, b = (torch.randint(1, longest, (1,), generator=g).item() for _ in range(2))
         feats.append({"chosen_ids": tok(" ".join(WORDS[:a]))["input_ids"],
                       "rejected_ids": tok(" ".join(WORDS[-b:]))["input_ids"], "weight": 1.0})
+    return feats
+
+
+def _fit(feats: list[dict], tmp_path, pad_id: int, *, group: bool = False, padding_free: bool = False,
+         dropout: bool = True) -> dict[str, torch.Tensor]:
+    """The tiny BERT from one seed, fit 2 epochs on `feats` (batches of 4, shuffle seed 7): its weights."""
     trainer_cfg = OmegaConf.create({"_target_": "pytorch_lightning.Trainer", "accelerator": "cpu", "devices": 1,
                                     "enable_progress_bar": False, "enable_model_summary": False,
                                     "default_root_dir": str(tmp_path)})
+    torch.manual_seed(0)
+    model, _ = load_backbone({"source": TINY_BERT}, vocab_texts=[" ".join(WORDS)])
+    if not dropout:
+        disable_dropout(model)
+    module = RewardModule(model, lambda params: torch.optim.AdamW(params, lr=1e-2, fused=True), padding_free=padding_free)
+    fit_reward_model(module, feats, [], trainer_cfg=trainer_cfg, epochs=2, batch_size=4, pad_id=pad_id, seed=7,
+                     group_by_length=group)
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
 
-    def train(group: bool) -> dict[str, torch.Tensor]:
-        torch.manual_seed(0)
-        model, _ = load_backbone({"source": TINY_BERT}, vocab_texts=[" ".join(WORDS)])
-        module = RewardModule(model, lambda params: torch.optim.AdamW(params, lr=1e-2, fused=True))
-        fit_reward_model(module, feats, [], trainer_cfg=trainer_cfg, epochs=2, batch_size=4,
-                         pad_id=tok.pad_token_id, seed=7, group_by_length=group)
-        return {n: p.detach().clone() for n, p in model.named_parameters()}
 
-    first, second, plain = train(True), train(True), train(False)
+def test_length_grouped_training_is_deterministic(tmp_path):
+    tok = build_tiny_tokenizer([" ".join(WORDS)])
+    feats = _training_pairs(tok, 12)
+    first, second, plain = (_fit(feats, tmp_path, tok.pad_token_id, group=group) for group in (True, True, False))
     assert all(torch.equal(first[n], second[n]) for n in first)
     assert any(not torch.equal(first[n], plain[n]) for n in first)  # grouping really changed the batches
 
@@ -252,27 +262,10 @@ def test_padding_free_rewards_losses_and_gradients_equal_the_padded_forward(sour
 def test_padding_free_training_ends_where_padded_training_ends(tmp_path):
     """A whole fit, packed against padded: the same batches give the same weights to float rounding."""
     tok = build_tiny_tokenizer([" ".join(WORDS)])
-    g = torch.Generator().manual_seed(4)
-    feats = []
-    for _ in range(24):
-        a, b = (torch.randint(1, 19, (1,), generator=g).item() for _ in range(2))
-        feats.append({"chosen_ids": tok(" ".join(WORDS[:a]))["input_ids"],
-                      "rejected_ids": tok(" ".join(WORDS[-b:]))["input_ids"], "weight": 1.0})
-    trainer_cfg = OmegaConf.create({"_target_": "pytorch_lightning.Trainer", "accelerator": "cpu", "devices": 1,
-                                    "enable_progress_bar": False, "enable_model_summary": False,
-                                    "default_root_dir": str(tmp_path)})
-
-    def train(padding_free: bool) -> dict[str, torch.Tensor]:
-        torch.manual_seed(0)
-        model, _ = load_backbone({"source": TINY_BERT}, vocab_texts=[" ".join(WORDS)])
-        disable_dropout(model)  # as every RM config does: dropout masks are drawn per padded or packed token
-        module = RewardModule(model, lambda params: torch.optim.AdamW(params, lr=1e-2, fused=True),
-                              padding_free=padding_free)
-        fit_reward_model(module, feats, [], trainer_cfg=trainer_cfg, epochs=2, batch_size=4,
-                         pad_id=tok.pad_token_id, seed=7)
-        return {n: p.detach().clone() for n, p in model.named_parameters()}
-
-    packed, padded, start = train(True), train(False), load_backbone({"source": TINY_BERT}, vocab_texts=[" ".join(WORDS)])[0]
+    feats = _training_pairs(tok, 19)
+    # dropout off, as every RM config has it: its masks are drawn per padded or per packed token
+    packed, padded = (_fit(feats, tmp_path, tok.pad_token_id, padding_free=on, dropout=False) for on in (True, False))
+    start = load_backbone({"source": TINY_BERT}, vocab_texts=[" ".join(WORDS)])[0]
     moved = max((padded[n] - p).abs().max().item() for n, p in start.named_parameters())
     assert moved > 1e-2  # training moved the weights far more than the tolerance below
     # Two biases have a true gradient of 0: the head's cancels in r_chosen - r_rejected, and a key bias adds the
