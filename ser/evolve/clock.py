@@ -12,7 +12,12 @@ class LoopClock:
     """Seconds per part of a loop, as `seconds_<part>`: each lap is the time since the last."""
 
     def __init__(self) -> None:
-        self.last, self.seconds = time.perf_counter(), {}
+        self.started = self.last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def elapsed(self) -> float:
+        """Seconds since the loop began."""
+        return round(time.perf_counter() - self.started, 2)
 
     def lap(self, part: str) -> None:
         now = time.perf_counter()

@@ -18,7 +18,6 @@ Loop 0 trains the seed RM as every schedule does. Each loop k >= 1:
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import replace
 from itertools import combinations
 from typing import Any
@@ -73,8 +72,7 @@ class CoevolveLoop(SERLoop):
         return super().run()
 
     def evolve_once(self, state: LoopState) -> LoopState:
-        loop, started = state.next_loop, time.time()
-        split = LoopClock()  # fills TIME_SPLIT (record() adds the RM's evaluation and checkpoint)
+        loop, split = state.next_loop, LoopClock()  # fills TIME_SPLIT (record() adds the RM's evaluation and checkpoint)
         samples = self.policy.sample(loop)
         pairs, gold = self.generated_pairs(samples, loop)
         split.lap("sample")
@@ -109,7 +107,7 @@ class CoevolveLoop(SERLoop):
         split.lap("evaluate_policy")
         self.pending = {**evaluation,
                         "self_label_gold_agreement": self_label_accuracy([r for r in rows if r["correct"] is not None])}
-        entry = self.record(state, loop, replace(step, rows=rows), started, step.candidates, clock=split)
+        entry = self.record(state, loop, replace(step, rows=rows), split, step.candidates)
         self.check_patience(state, entry)
         return state
 

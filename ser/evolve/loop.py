@@ -10,7 +10,6 @@ the same decisions (checked); only rank 0 writes the run dir.
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from dataclasses import replace
 from typing import Any
@@ -37,6 +36,8 @@ from ser.seeding import derive_seed
 from ser.store import RunStore
 
 log = logging.getLogger(__name__)
+
+
 class SERLoop:
     def __init__(self, cfg: DictConfig, data: PreparedData, rm: RMTrainer, scorer: Scorer, store: RunStore,
                  reporter: Reporter, world: int = 1) -> None:
@@ -68,10 +69,10 @@ class SERLoop:
             self.rm.load(self.store.checkpoint_path(state.loops[-1]["loop"]))
             log.info("resuming %s after loop %d", self.store.out, state.loops[-1]["loop"])
         if not state.loops:  # loop 0: the seed RM (or the full-data RM)
-            started, clock = time.time(), LoopClock()
+            clock = LoopClock()
             self.train_on(state, 0)
             clock.lap("train")
-            self.record(state, 0, None, started, clock=clock)
+            self.record(state, 0, None, clock)
         max_loops = self.phases.max_loops(int(self.cfg.ser.max_loops)) if self.self_labels else 0
         while not state.stopped and state.next_loop <= max_loops:
             state = self.evolve_once(state)
@@ -81,7 +82,7 @@ class SERLoop:
         return finish_run(self, state)
 
     def evolve_once(self, state: LoopState) -> LoopState:
-        loop, started, clock = state.next_loop, time.time(), LoopClock()
+        loop, clock = state.next_loop, LoopClock()
         relabeled = self.relabel_selected(state, loop) if str(self.cfg.ser.relabel) != "none" else {}
         removed = set(state.removed_from_pool)
         index = [i for i, p in enumerate(self.data.splits.pool) if p.id not in removed]
@@ -114,7 +115,7 @@ class SERLoop:
         clock.lap("select")
         self.train_on(state, loop)
         clock.lap("train")
-        entry = self.record(state, loop, step, started, candidates, clock=clock)
+        entry = self.record(state, loop, step, clock, candidates)
         self.check_patience(state, entry)
         return state
 
@@ -149,9 +150,8 @@ class SERLoop:
                 metrics[name]["accuracy_by_kind"] = pair_metrics(chosen, rejected, kinds)["accuracy_by_group"]
         return metrics
 
-    def record(self, state: LoopState, loop: int, step: StepResult | None, started: float,
-               candidates: dict[str, int] | None = None, clock: LoopClock | None = None) -> dict[str, Any]:
-        clock = clock or LoopClock()
+    def record(self, state: LoopState, loop: int, step: StepResult | None, clock: LoopClock,
+               candidates: dict[str, int] | None = None) -> dict[str, Any]:
         metrics = self.evaluate()
         clock.lap("evaluate")
         val, test = metrics["val"], metrics["test"]
@@ -166,7 +166,7 @@ class SERLoop:
             "test_accuracy_by_group": test.get("accuracy_by_group"), "test_accuracy_by_kind": test.get("accuracy_by_kind"),
             "test_margin": test.get("margin"),
             **self.selected_by_group(rows),
-            "seconds": round(time.time() - started, 2), "note": step.reason if step else "",
+            "seconds": clock.elapsed(), "note": step.reason if step else "",
             "shortfall": step.shortfall if step else "",
             **self.extra_entry(loop),
         }

@@ -142,6 +142,11 @@ def load_backbone(rm: Mapping[str, Any], vocab_texts: list[str] | None = None
     return model, tokenizer
 
 
+def unwrapped(model: torch.nn.Module) -> PreTrainedModel:
+    """The transformers model under an optional peft wrapper (LoRA layers live inside it)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def disable_dropout(model: torch.nn.Module) -> None:
     """Dropout off, as TRL's reward trainer does by default: the pairwise loss compares two forward
     passes of one batch, and dropout noise in either side only blurs the margin."""

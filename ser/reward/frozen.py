@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ser.locks import fill_once
+from ser.reward.backbone import unwrapped
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def transformer_blocks(model: nn.Module) -> nn.ModuleList:
 
 
 def _input_embeddings(model: nn.Module) -> nn.Module:
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # under an optional peft wrapper
+    inner = unwrapped(model)
     embeddings = getattr(inner.base_model, "embeddings", None)  # BERT family: word + position + type + norm
     return embeddings if embeddings is not None else inner.get_input_embeddings()
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from transformers import PreTrainedModel, get_scheduler
+from transformers import get_scheduler
 
+from ser.reward.backbone import unwrapped
 from ser.reward.frozen import frozen_prefix
 from ser.reward.metrics import PairwiseMetrics, pairwise_loss
 from ser.reward.packed import packed_rewards, use_packed
@@ -26,18 +27,13 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (positions * attention_mask).argmax(dim=1)
 
 
-def _inner(model: torch.nn.Module) -> PreTrainedModel:
-    """The transformers model under an optional peft wrapper (LoRA layers live inside it)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def resolve_pooling(model: torch.nn.Module, pooling: str) -> str:
     if pooling not in POOLINGS:
         raise ValueError(f"rm.pooling must be one of {POOLINGS}, got {pooling!r}")
     if pooling != "auto":
         return pooling
     # Decoder classifiers carry a `score` head over every position: pool the last real token.
-    return "last" if hasattr(_inner(model), "score") else "hf"
+    return "last" if hasattr(unwrapped(model), "score") else "hf"
 
 
 def compute_rewards(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -49,7 +45,7 @@ def compute_rewards(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
             return compute_rewards(model, input_ids, attention_mask, pooling)
     if pooling == "hf":
         return model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1)
-    inner = _inner(model)
+    inner = unwrapped(model)
     hidden = inner.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     if pooling == "last":
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]

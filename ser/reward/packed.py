@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
 
+from ser.reward.backbone import unwrapped
+
 ATTENTION = "ser_packed"
 ENCODERS = ("bert",)  # position ids, token type ids and the pooler as BertModel has them
 DECODERS = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "phi3")  # rotary positions
@@ -65,7 +67,7 @@ def use_packed(model: torch.nn.Module, pooling: str, setting: bool | str) -> boo
 
 def check_packable(model: torch.nn.Module, pooling: str) -> None:
     """Refuse, before any training, a model or pooling the packed forward would get wrong."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = unwrapped(model)
     kind = getattr(inner.config, "model_type", None)
     if kind in ENCODERS:
         if getattr(inner.config, "position_embedding_type", "absolute") != "absolute":
@@ -95,7 +97,7 @@ def _attention(config: Any) -> Iterator[None]:
 def packed_rewards(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    pooling: str) -> torch.Tensor:
     """One scalar reward per row of a padded batch, computed without the padding."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = unwrapped(model)
     real = attention_mask.bool()
     rows, width = input_ids.shape
     index = real.reshape(-1).nonzero().squeeze(1)  # real tokens, row by row
