@@ -45,7 +45,14 @@ def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
     mask = key_mask
     if getattr(module, "is_causal", False):
         mask = mask & torch.ones(width, width, dtype=torch.bool, device=mask.device).tril()
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling)
+    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+        # CPU's bf16 flash-attention backward runs ~10x slower than fp32's (docs/performance.md), while the
+        # attention is a small share of the FLOPs: attend in fp32, autocast off so it is not cast back
+        with torch.autocast("cpu", enabled=False):
+            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout,
+                                                 scale=scaling).to(q.dtype)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling)
     return out.transpose(1, 2).reshape(rows * width, *out.shape[1:2], out.shape[-1])[index].unsqueeze(0), None
 
 

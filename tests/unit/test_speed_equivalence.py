@@ -259,6 +259,42 @@ def test_padding_free_rewards_losses_and_gradients_equal_the_padded_forward(sour
     torch.testing.assert_close(flipped, packed[0], atol=1e-5, rtol=1e-4)
 
 
+def test_padding_free_under_bf16_autocast_attends_in_fp32(monkeypatch):
+    """CPU's bf16 flash-attention backward is ~10x slower than fp32's: the packed attention upcasts, the
+    projections around it stay bf16, and rewards and gradients stay those of fp32 within bf16 rounding."""
+    import torch.nn.functional as F
+
+    from ser.reward.metrics import pairwise_loss
+    from ser.reward.packed import packed_rewards
+
+    torch.manual_seed(0)
+    model, tok = load_backbone({"source": TINY_BERT}, vocab_texts=[" ".join(WORDS)])
+    disable_dropout(model)
+    model.train()
+    ids, mask = _padded_batch(tok, "right")
+    attended, matmuls = [], []
+    sdpa, linear = F.scaled_dot_product_attention, F.linear
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda q, *a, **k: (attended.append(q.dtype), sdpa(q, *a, **k))[1])
+    monkeypatch.setattr(F, "linear", lambda x, *a, **k: (matmuls.append((out := linear(x, *a, **k)).dtype), out)[1])
+
+    def rewards_and_grads(bf16: bool):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            rewards = packed_rewards(model, ids, mask, "hf")
+        pairwise_loss(rewards[:6], rewards[6:]).backward()
+        return rewards.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    exact = rewards_and_grads(False)
+    attended.clear(), matmuls.clear()
+    mixed = rewards_and_grads(True)
+    assert attended and set(attended) == {torch.float32}
+    assert matmuls and torch.bfloat16 in matmuls  # autocast still runs the projections in bf16
+    torch.testing.assert_close(mixed[0].float(), exact[0], atol=0.05, rtol=0.05)
+    for name in ("bert.encoder.layer.0.attention.self.query.weight", "classifier.weight"):
+        cosine = F.cosine_similarity(mixed[1][name].flatten(), exact[1][name].flatten(), dim=0)
+        assert cosine > 0.99, name
+
+
 def test_padding_free_training_ends_where_padded_training_ends(tmp_path):
     """A whole fit, packed against padded: the same batches give the same weights to float rounding."""
     tok = build_tiny_tokenizer([" ".join(WORDS)])
