@@ -11,6 +11,7 @@ from transformers import get_scheduler
 
 from ser.reward.backbone import unwrapped
 from ser.reward.frozen import frozen_prefix
+from ser.reward.head import reward_head
 from ser.reward.metrics import PairwiseMetrics, pairwise_loss
 from ser.reward.packed import packed_rewards, use_packed
 
@@ -43,17 +44,18 @@ def compute_rewards(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     if prefix is not None and prefix.replay is None:  # rm.freeze_layers: start above the cached frozen blocks
         with prefix.replaying(input_ids, attention_mask):
             return compute_rewards(model, input_ids, attention_mask, pooling)
-    if pooling == "hf":
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1)
     inner = unwrapped(model)
+    if pooling == "hf" and not hasattr(inner, "bert"):  # another model's own head, as it computes it
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1).float()
     hidden = inner.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    if pooling == "last":
+    if pooling == "hf":
+        pooled = hidden[:, 0]
+    elif pooling == "last":
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
     else:  # mean over attended tokens
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-    head = inner.score if hasattr(inner, "score") else inner.classifier
-    return head(pooled).squeeze(-1).float()
+    return reward_head(inner, pooled, pooling)
 
 
 class RewardModule(pl.LightningModule):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 
 from ser.reward.backbone import unwrapped
+from ser.reward.head import reward_head
 
 ATTENTION = "ser_packed"
 ENCODERS = ("bert",)  # position ids, token type ids and the pooler as BertModel has them
@@ -116,13 +117,11 @@ def packed_rewards(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
                                   **extra).last_hidden_state[0]
     lengths = real.sum(1)
     ends = lengths.cumsum(0)
-    if pooling == "hf":  # BertForSequenceClassification: pooler over the first token, dropout, classifier
-        pooled = inner.bert.pooler(hidden[ends - lengths].unsqueeze(1))
-        return inner.classifier(inner.dropout(pooled)).squeeze(-1)
-    if pooling == "last":
+    if pooling == "hf":  # the first token of each sequence
+        pooled = hidden[ends - lengths]
+    elif pooling == "last":
         pooled = hidden[ends - 1]
     else:  # mean over each sequence's tokens
         segment = torch.repeat_interleave(torch.arange(rows, device=hidden.device), lengths)
         pooled = hidden.new_zeros(rows, hidden.shape[-1]).index_add(0, segment, hidden) / lengths.clamp_min(1)[:, None].to(hidden.dtype)
-    head = inner.score if hasattr(inner, "score") else inner.classifier
-    return head(pooled).squeeze(-1).float()
+    return reward_head(inner, pooled, pooling)

@@ -94,11 +94,14 @@ def test_encoder_uses_its_own_head_and_one_forward_pass_per_pair():
     assert resolve_pooling(model, "auto") == "hf"
     module = RewardModule(model, lambda params: torch.optim.SGD(params, lr=0.1))
     calls = []
-    model.register_forward_hook(lambda *a: calls.append(1))
+    model.base_model.register_forward_hook(lambda *a: calls.append(1))
     batch = PairCollator(tok.pad_token_id)([{"chosen_ids": tok("the cat")["input_ids"],
                                              "rejected_ids": tok("a dog ran")["input_ids"]}] * 3)
     chosen, rejected = module._pair_rewards(batch)
     assert chosen.shape == rejected.shape == (3,) and len(calls) == 1
+    # the head is the model's own (pooler, dropout, classifier), applied as the model applies it
+    own = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
+    torch.testing.assert_close(torch.cat([chosen, rejected]), own)
 
 
 def test_training_steps_change_every_trainable_parameter(tmp_path):

@@ -58,7 +58,7 @@ def test_duplicates_are_scored_once_and_get_exactly_the_same_reward():
     distinct = _random_ids(10, seed=1)
     ids = [distinct[i] for i in (3, 0, 3, 9, 0, 3, 1, 2, 4, 5, 6, 7, 8, 9)]
     calls = []
-    hook = model.register_forward_hook(lambda mod, args, kwargs, out: calls.append(kwargs["input_ids"].shape[0]),
+    hook = model.base_model.register_forward_hook(lambda mod, args, kwargs, out: calls.append(kwargs["input_ids"].shape[0]),
                                        with_kwargs=True)
     rewards = score_token_ids(model, ids, pad_id=tok.pad_token_id, pooling="hf", batch_size=64)
     hook.remove()
@@ -293,6 +293,29 @@ def test_padding_free_under_bf16_autocast_attends_in_fp32(monkeypatch):
     for name in ("bert.encoder.layer.0.attention.self.query.weight", "classifier.weight"):
         cosine = F.cosine_similarity(mixed[1][name].flatten(), exact[1][name].flatten(), dim=0)
         assert cosine > 0.99, name
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_the_reward_head_runs_in_fp32_under_bf16_autocast(packed):
+    """A bf16 reward has 8 bits of mantissa, so close rewards tie and decisions flip: the head (pooler,
+    classifier) runs in fp32 over the bf16 encoder, padded or packed."""
+    from ser.reward.packed import packed_rewards
+
+    model, tok = _model()
+    ids, mask = _padded_batch(tok, "right")
+    with torch.no_grad():
+        model.classifier.weight.mul_(200.0)  # rewards of a trained RM's size (a few units), where bf16 spacing is coarse
+    seen = []
+    model.classifier.register_forward_hook(lambda mod, args, out: seen.append((args[0].dtype, out.dtype)))
+    forward = packed_rewards if packed else compute_rewards
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        rewards = forward(model, ids, mask, "hf")
+    assert seen == [(torch.float32, torch.float32)] and rewards.dtype == torch.float32
+    assert rewards.abs().max() > 1.0
+    assert (rewards != rewards.bfloat16().float()).sum() >= len(rewards) // 2  # finer than bf16 could hold
+    with torch.no_grad():
+        exact = compute_rewards(model, ids, mask, "hf")
+    torch.testing.assert_close(rewards, exact, atol=0.1, rtol=0.05)
 
 
 def test_padding_free_training_ends_where_padded_training_ends(tmp_path):
