@@ -9,6 +9,10 @@ PY=${PY:-.venv/bin/python}
 JOBS=${JOBS:-2}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 S=outputs/ser/sweeps
+# fp32 on every machine: the table's runs were all trained in fp32, while trainer.precision's default is bf16
+# on CPUs with bf16 units (docs/performance.md measures that switch apart). An environment setting, not an
+# override, so the run dirs stay those the finished runs are in.
+export SER_PRECISION=${SER_PRECISION:-32-true}
 PAR="launcher=joblib hydra.launcher.n_jobs=$JOBS"
 if [ "${1:-}" != tables ]; then
   # The paper's three columns with the defaults (ser=top_gap, phases=paper): seeds 0-4, on whose validation

@@ -13,6 +13,9 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# fp32 whatever the CPU: tiny models gain nothing from bf16 and the tests' numbers stay machine-independent
+# (subprocess runs inherit it; tests of the precision rule itself unset it)
+os.environ["SER_PRECISION"] = "32-true"
 
 
 def compose(overrides: list[str] | None = None, output_dir: Path | None = None):

@@ -107,3 +107,30 @@ def test_cli_fails_fast_before_any_model_loads(args, needle, tmp_path):
     assert result.returncode != 0
     assert needle in result.stderr + result.stdout
     assert not list(tmp_path.rglob("*.safetensors")) and not list(tmp_path.rglob("data_report.json"))
+
+
+@pytest.mark.parametrize(("amx", "avx512_bf16", "expected"), [(True, False, "bf16-mixed"), (False, True, "bf16-mixed"),
+                                                               (False, False, "32-true")])
+def test_cpu_precision_is_bf16_only_where_the_cpu_has_bf16_units(amx, avx512_bf16, expected, tmp_path, monkeypatch):
+    import torch
+    from omegaconf import OmegaConf
+
+    from ser.config.resolvers import pin_precision
+
+    monkeypatch.delenv("SER_PRECISION", raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    cfg = compose([], tmp_path)
+    assert cfg.trainer.precision == expected
+    # the run records what was chosen, not the rule: its config.yaml reads the same on any machine
+    assert pin_precision(cfg) == expected
+    assert not OmegaConf.is_interpolation(cfg.trainer, "precision") and cfg.trainer.precision == expected
+    assert "auto_precision" not in OmegaConf.to_yaml(cfg)
+    assert pin_precision(cfg) is None  # pinned once
+    # an explicit choice wins and stays as given; the smoke run (the tests' tiny model) is always fp32
+    assert pin_precision(compose(["trainer.precision=bf16-mixed"], tmp_path)) is None
+    assert compose(["experiment=smoke"], tmp_path).trainer.precision == "32-true"
+    # a script pins one precision on every machine through the environment (run dirs unchanged)
+    monkeypatch.setenv("SER_PRECISION", "bf16-mixed" if expected == "32-true" else "32-true")
+    pinned = compose([], tmp_path)
+    assert pinned.trainer.precision != expected and pin_precision(pinned) == pinned.trainer.precision
