@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from omegaconf import DictConfig
@@ -19,8 +20,9 @@ log = logging.getLogger(__name__)
 def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     chosen = pin_precision(cfg)
     if chosen is not None:
-        log.info("trainer.precision: %s (auto: %s)", chosen,
-                 "this machine has bf16 units" if chosen.startswith("bf16") else "no bf16 units here")
+        why = ("SER_PRECISION in the environment" if os.environ.get("SER_PRECISION")
+               else "auto: this machine has bf16 units" if chosen.startswith("bf16") else "auto: no bf16 units here")
+        log.info("trainer.precision: %s (%s)", chosen, why)
     if cfg.schedule.name in POLICY_SCHEDULES:  # an RM schedule, then the policy stage on its RM
         return train_policy(cfg)
     if cfg.schedule.name == COEVOLVE:  # the RM and the policy together, on the policy's own samples
