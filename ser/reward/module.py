@@ -10,6 +10,7 @@ import torch
 from transformers import get_scheduler
 
 from ser.reward.backbone import unwrapped
+from ser.reward.clip import clip_grad_norm
 from ser.reward.frozen import frozen_prefix
 from ser.reward.head import reward_head
 from ser.reward.metrics import PairwiseMetrics, pairwise_loss
@@ -121,12 +122,13 @@ class RewardModule(pl.LightningModule):
         self.val_metrics.reset()
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        if gradient_clip_val and str(self.trainer.precision) == "bf16-mixed":
-            # bf16 autocast has no gradient scaler, so the gradients are final: clip them here. Lightning's
-            # AMP plugin refuses to clip for a fused optimizer (rm.optimizer.fused; docs/performance.md).
+        if gradient_clip_val and str(self.trainer.precision) != "16-mixed":
+            # Without a gradient scaler (fp16's) the gradients are final: clip them here. Lightning's AMP
+            # plugin refuses to clip for a fused optimizer under bf16 (rm.optimizer.fused; docs/performance.md),
+            # and clip_grad_norm skips the no-op multiply torch makes when the norm is under the limit.
             params = [p for group in optimizer.param_groups for p in group["params"]]
             if gradient_clip_algorithm in (None, "norm"):
-                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+                clip_grad_norm(params, gradient_clip_val)
             else:
                 torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
             return
