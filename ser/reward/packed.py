@@ -2,9 +2,11 @@
 
 A padded batch of B rows wastes every GEMM row spent on padding. Here the real tokens of all rows are
 concatenated into one row of T tokens with per-sequence position ids, so embeddings, projections, MLPs and
-layer norms run on T rows, not B x L. Only attention needs the sequences apart: it scatters queries, keys and
-values back to [B, L] (a copy), runs scaled-dot-product attention with the key mask (and the causal mask for
-decoders), and gathers the real rows again. The model's own modules run as they are (LoRA layers, autocast),
+layer norms run on T rows, not B x L. Only attention needs the sequences apart. On the CPU each sequence
+attends alone on its slice of the packed queries, keys and values (causal for decoders): no padding anywhere.
+Elsewhere (a GPU, where a loop over sequences would cost a kernel launch each) it scatters them back to
+[B, L], runs one scaled-dot-product attention with the key mask (and the causal mask for decoders), and
+gathers the real rows again. The model's own modules run as they are (LoRA layers, autocast),
 through a transformers attention function registered as `ser_packed` and chosen only for the packed call.
 
 Rewards and gradients equal the padded forward's to float rounding (tests/unit/test_speed_equivalence.py).
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -30,31 +32,73 @@ ENCODERS = ("bert",)  # position ids, token type ids and the pooler as BertModel
 DECODERS = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "phi3")  # rotary positions
 
 
+class Pack(NamedTuple):
+    """Where each packed token sits in the padded batch, as every layer's attention needs it."""
+
+    index: torch.Tensor      # [T]: the flat [B x L] position of each real token, row by row
+    rows: int                # B
+    width: int               # L
+    key_mask: torch.Tensor   # [B, 1, 1, L] bool: real keys
+    lengths: list[int]       # real tokens per row (a host list: on the CPU each sequence attends alone)
+
+
 def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                      attention_mask: Any, scaling: float | None = None, dropout: float = 0.0,
                      **kwargs: Any) -> tuple[torch.Tensor, None]:
     """[1, heads, T, d] packed -> attention per sequence -> [1, T, heads, d] packed."""
-    index, rows, width, key_mask = kwargs["ser_pack"]
+    pack: Pack = kwargs["ser_pack"]
+    if key.shape[1] != query.shape[1]:  # grouped-query attention: each key/value head serves several query heads
+        key, value = (t.repeat_interleave(query.shape[1] // t.shape[1], dim=1) for t in (key, value))
+    causal = bool(getattr(module, "is_causal", False))
+    attend = attend_each if query.device.type == "cpu" else attend_scattered
+    return attend(query, key, value, pack, causal, scaling, dropout), None
 
-    def unpack(x: torch.Tensor) -> torch.Tensor:  # [1, h, T, d] -> [B, h, L, d], zeros where padding
+
+@contextmanager
+def _fp32_on_cpu(dtype: torch.dtype) -> Iterator[bool]:
+    """CPU's bf16 flash-attention backward runs ~10x slower than fp32's (docs/performance.md), while the
+    attention is a small share of the FLOPs: on the CPU attend in fp32, autocast off so it is not cast back."""
+    if dtype in (torch.bfloat16, torch.float16):
+        with torch.autocast("cpu", enabled=False):
+            yield True
+    else:
+        yield False
+
+
+def attend_each(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, pack: Pack, causal: bool,
+                scaling: float | None, dropout: float) -> torch.Tensor:
+    """The CPU path: each sequence attends alone on its slice of the packed tensors. No copy to [B, L], no
+    mask, no score or softmax spent on padding: a layer's attention, forward and backward, 23-28 ms instead
+    of 36-41 for 32 sequences of 20-69 tokens scattered to [B, L] (docs/performance.md). The Python loop's
+    cost per sequence is what a CPU can afford and a GPU would not."""
+    dtype = query.dtype
+    with _fp32_on_cpu(dtype) as upcast:
+        if upcast:
+            query, key, value = query.float(), key.float(), value.float()
+        lengths = [n for n in pack.lengths if n]  # an empty row has no tokens in the pack
+        outs = [F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal, scale=scaling).transpose(1, 2)
+                for q, k, v in zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2))]
+        return torch.cat(outs, 1).to(dtype)
+
+
+def attend_scattered(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, pack: Pack, causal: bool,
+                     scaling: float | None, dropout: float) -> torch.Tensor:
+    """Elsewhere: scatter to [B, L] (zeros where padding), one batched attention with the key mask, gather."""
+    index, rows, width = pack.index, pack.rows, pack.width
+
+    def unpack(x: torch.Tensor) -> torch.Tensor:  # [1, h, T, d] -> [B, h, L, d]
         x = x[0].transpose(0, 1)
         return x.new_zeros(rows * width, *x.shape[1:]).index_copy(0, index, x).view(rows, width, *x.shape[1:]).transpose(1, 2)
 
     q, k, v = unpack(query), unpack(key), unpack(value)
-    if k.shape[1] != q.shape[1]:  # grouped-query attention: each key/value head serves several query heads
-        k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
-    mask = key_mask
-    if getattr(module, "is_causal", False):
+    mask = pack.key_mask
+    if causal:
         mask = mask & torch.ones(width, width, dtype=torch.bool, device=mask.device).tril()
-    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
-        # CPU's bf16 flash-attention backward runs ~10x slower than fp32's (docs/performance.md), while the
-        # attention is a small share of the FLOPs: attend in fp32, autocast off so it is not cast back
-        with torch.autocast("cpu", enabled=False):
-            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout,
-                                                 scale=scaling).to(q.dtype)
-    else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling)
-    return out.transpose(1, 2).reshape(rows * width, *out.shape[1:2], out.shape[-1])[index].unsqueeze(0), None
+    with _fp32_on_cpu(q.dtype if q.device.type == "cpu" else torch.float32) as upcast:
+        if upcast:
+            q, k, v = q.float(), k.float(), v.float()
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling).to(query.dtype)
+    return out.transpose(1, 2).reshape(rows * width, *out.shape[1:2], out.shape[-1])[index].unsqueeze(0)
 
 
 AttentionInterface.register(ATTENTION, packed_attention)
@@ -112,10 +156,10 @@ def packed_rewards(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
     tokens = input_ids[real][None]
     positions = (attention_mask.long().cumsum(1) - 1)[real][None]  # 0..n-1 within each sequence
     extra = {"token_type_ids": torch.zeros_like(tokens)} if inner.config.model_type in ENCODERS else {}
-    with _attention(inner.config):
-        hidden = inner.base_model(input_ids=tokens, position_ids=positions, ser_pack=(index, rows, width, real[:, None, None, :]),
-                                  **extra).last_hidden_state[0]
     lengths = real.sum(1)
+    pack = Pack(index, rows, width, real[:, None, None, :], lengths.tolist() if input_ids.device.type == "cpu" else [])
+    with _attention(inner.config):
+        hidden = inner.base_model(input_ids=tokens, position_ids=positions, ser_pack=pack, **extra).last_hidden_state[0]
     ends = lengths.cumsum(0)
     if pooling == "hf":  # the first token of each sequence
         pooled = hidden[ends - lengths]
