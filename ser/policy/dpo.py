@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
 from ser.policy.model import PolicyWithValue
-from ser.policy.sft import collate_sequences, encode_responses, sequence_logprobs
+from ser.policy.sft import collate_sequences, encode_responses
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +65,10 @@ class DPOModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         self.model.train()
 
-    def _logps(self, logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        logprobs, mask = sequence_logprobs(logits, batch["input_ids"], batch["target_mask"])
-        return (logprobs * mask).sum(1)
-
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits, _ = self.model(batch["input_ids"], batch["attention_mask"], with_value=False)
-        logps = self._logps(logits, batch)
-        ref_logps = self._logps(self.model.reference_logits(batch["input_ids"], batch["attention_mask"]), batch)
+        inputs = (batch["input_ids"], batch["attention_mask"], batch["target_mask"])
+        logps = self.model.target_logps(*inputs)  # the LM head on response tokens only
+        ref_logps = self.model.target_logps(*inputs, reference=True)
         half = logps.shape[0] // 2
         losses, chosen_r, rejected_r = dpo_loss(logps[:half], logps[half:], ref_logps[:half], ref_logps[half:],
                                                 self.beta, self.label_smoothing)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from ser.policy import math as rl
 from ser.reward.backbone import build_tiny_tokenizer, disable_dropout, resolve_model_source
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,35 @@ class PolicyWithValue(torch.nn.Module):
             return ref(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
                        use_cache=False, logits_to_keep=logits_to_keep).logits
 
+    def target_logps(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor,
+                     reference: bool = False) -> torch.Tensor:
+        """Per row, the sum of log p(token) over its target tokens (target_mask), the LM head applied at those
+        positions only: DPO and SFT read no other logit, and on a 49k vocabulary the head and its softmax over
+        every prompt and padding position are a large share of a step (docs/performance.md)."""
+        if reference:
+            with torch.no_grad(), self.reference() as ref:
+                return target_logps(ref, input_ids, attention_mask, target_mask)
+        return target_logps(self.policy, input_ids, attention_mask, target_mask)
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
+
+
+def target_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 target_mask: torch.Tensor) -> torch.Tensor:
+    """sum over t of log p(input_ids[t + 1]) where target_mask[t + 1], per row: the LM head on target rows only."""
+    config = model.config
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        # the head is more than the output embedding here: take the model's own logits, every position
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                       use_cache=False).logits
+        return (rl.logprobs_from_logits(logits[:, :-1], input_ids[:, 1:]) * target_mask[:, 1:]).sum(1)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                use_cache=False, output_hidden_states=True, logits_to_keep=1)  # 1: the model's own head, one row
+    where = target_mask[:, 1:].bool()  # position t predicts token t + 1
+    logits = model.get_output_embeddings()(out.hidden_states[-1][:, :-1][where])
+    logps = rl.logprobs_from_logits(logits[None], input_ids[:, 1:][where][None])[0]
+    return logps.new_zeros(input_ids.shape[0]).index_add(0, where.nonzero()[:, 0], logps)
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -66,9 +66,9 @@ class SFTModule(pl.LightningModule):
         self.model.train()
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits, _ = self.model(batch["input_ids"], batch["attention_mask"], with_value=False)
-        logprobs, mask = sequence_logprobs(logits, batch["input_ids"], batch["target_mask"])
-        loss = -rl.masked_mean(logprobs, mask)
+        # the mean log p over every target token of the batch, the LM head on target tokens only
+        logps = self.model.target_logps(batch["input_ids"], batch["attention_mask"], batch["target_mask"])
+        loss = -logps.sum() / batch["target_mask"][:, 1:].sum().clamp_min(1)
         self.log("sft/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 

@@ -131,6 +131,44 @@ def test_response_logits_from_the_kept_positions_match_the_full_forward(tiny_pol
     torch.testing.assert_close(response_logits(kept, r, 1.0), full[:, rollout.query.shape[1] - 1:-1])
 
 
+def test_target_logps_equal_the_full_logits_for_policy_and_reference(tiny_policy, pairs):
+    """DPO and SFT apply the LM head to target tokens only: the same log-probs, and gradients, as the head
+    on every position; with the adapter trained away from 0, so policy and reference differ."""
+    from ser.policy.dpo import DPOCollator, dpo_features
+    from ser.policy.sft import sequence_logprobs
+
+    import copy
+
+    cfg, model, tokenizer = tiny_policy
+    model = copy.deepcopy(model)  # its adapter is moved below
+    batch = DPOCollator(tokenizer.pad_token_id)(dpo_features(pairs[:3], tokenizer, cfg.policy))
+    ids, mask, targets = batch["input_ids"], batch["attention_mask"], batch["target_mask"]
+    assert (mask[:, 1:] > targets[:, 1:]).any() and (mask == 0).any()  # prompts and padding left out
+    with torch.no_grad():
+        for p in model.trainable_parameters():
+            p.add_(0.1 * torch.randn_like(p))
+
+    def full(logits):
+        logprobs, m = sequence_logprobs(logits, ids, targets)
+        return (logprobs * m).sum(1)
+
+    grads = []
+    for fast in (True, False):
+        model.zero_grad()
+        logps = model.target_logps(ids, mask, targets) if fast else full(model(ids, mask, with_value=False)[0])
+        logps.sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        if fast:
+            fast_logps = logps.detach()
+    torch.testing.assert_close(fast_logps, logps.detach())
+    assert grads[0].keys() == grads[1].keys() and any("lora" in n for n in grads[0])
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
+    reference = model.target_logps(ids, mask, targets, reference=True)
+    torch.testing.assert_close(reference, full(model.reference_logits(ids, mask)))
+    assert not torch.allclose(reference, fast_logps)
+
+
 def test_sft_learns_the_response_only_and_becomes_the_new_reference(tiny_policy, pairs, tmp_path):
     from ser.policy.sft import collate_sequences, sft_features
     from ser.policy.train import run_sft
