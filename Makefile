@@ -42,6 +42,7 @@ bench: setup
 	$(PY) -m experiments.bench.train_vs_trl --precision bf16
 	$(PY) -m experiments.bench.ser_loop_scaling
 	$(PY) -m experiments.bench.accuracy_check
+	$(PY) -m experiments.bench.dpo_step
 
 # The paper's three columns x 3 seeds, then the table: see experiments/README.md.
 sweep: setup
