@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     from ser.policy.model import PolicyWithValue, load_policy_model
-    from ser.policy.sft import sequence_logprobs
+    from ser.policy.math import sequence_logprobs
 
     info = machine()
     print_machine(info)

@@ -48,6 +48,13 @@ def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Te
     return torch.gather(F.log_softmax(logits.float(), dim=-1), 2, tokens.unsqueeze(-1)).squeeze(-1)
 
 
+def sequence_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, target_mask: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-token log p of the targets (B, T-1), their mask): logits at t predict token t+1."""
+    logprobs = logprobs_from_logits(logits[:, :-1], input_ids[:, 1:])
+    return logprobs, target_mask[:, 1:].to(logprobs.dtype)
+
+
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of the next-token distribution per position: (B, T, V) -> (B, T)."""
     logits = logits.float()

@@ -130,7 +130,8 @@ def target_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask
         # the head is more than the output embedding here: take the model's own logits, every position
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
                        use_cache=False).logits
-        return (rl.logprobs_from_logits(logits[:, :-1], input_ids[:, 1:]) * target_mask[:, 1:]).sum(1)
+        logprobs, mask = rl.sequence_logprobs(logits, input_ids, target_mask)
+        return (logprobs * mask).sum(1)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
                 use_cache=False, output_hidden_states=True, logits_to_keep=1)  # 1: the model's own head, one row
     where = target_mask[:, 1:].bool()  # position t predicts token t + 1

@@ -10,7 +10,6 @@ import pytorch_lightning as pl
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ser.policy import math as rl
 from ser.policy.model import PolicyWithValue
 from ser.policy.rollout import encode_prompts
 
@@ -47,13 +46,6 @@ def collate_sequences(items: Sequence[Mapping[str, list[int]]], pad_id: int) -> 
         attention[row, :len(seq)] = 1
         targets[row, len(item["prompt_ids"]):len(seq)] = 1
     return {"input_ids": ids, "attention_mask": attention, "target_mask": targets}
-
-
-def sequence_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, target_mask: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per-token log p of the targets (B, T-1), their mask): logits at t predict token t+1."""
-    logprobs = rl.logprobs_from_logits(logits[:, :-1], input_ids[:, 1:])
-    return logprobs, target_mask[:, 1:].to(logprobs.dtype)
 
 
 class SFTModule(pl.LightningModule):

@@ -135,7 +135,7 @@ def test_target_logps_equal_the_full_logits_for_policy_and_reference(tiny_policy
     """DPO and SFT apply the LM head to target tokens only: the same log-probs, and gradients, as the head
     on every position; with the adapter trained away from 0, so policy and reference differ."""
     from ser.policy.dpo import DPOCollator, dpo_features
-    from ser.policy.sft import sequence_logprobs
+    from ser.policy.math import sequence_logprobs
 
     import copy
 
