@@ -55,10 +55,11 @@ def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
 
 
 @contextmanager
-def _fp32_on_cpu(dtype: torch.dtype) -> Iterator[bool]:
+def _fp32_on_cpu(x: torch.Tensor) -> Iterator[bool]:
     """CPU's bf16 flash-attention backward runs ~10x slower than fp32's (docs/performance.md), while the
-    attention is a small share of the FLOPs: on the CPU attend in fp32, autocast off so it is not cast back."""
-    if dtype in (torch.bfloat16, torch.float16):
+    attention is a small share of the FLOPs: on the CPU attend in fp32, autocast off so it is not cast back.
+    Yields whether to upcast (x is a low-precision CPU tensor)."""
+    if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
         with torch.autocast("cpu", enabled=False):
             yield True
     else:
@@ -72,7 +73,7 @@ def attend_each(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, pac
     of 36-41 for 32 sequences of 20-69 tokens scattered to [B, L] (docs/performance.md). The Python loop's
     cost per sequence is what a CPU can afford and a GPU would not."""
     dtype = query.dtype
-    with _fp32_on_cpu(dtype) as upcast:
+    with _fp32_on_cpu(query) as upcast:
         if upcast:
             query, key, value = query.float(), key.float(), value.float()
         lengths = [n for n in pack.lengths if n]  # an empty row has no tokens in the pack
@@ -94,7 +95,7 @@ def attend_scattered(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     mask = pack.key_mask
     if causal:
         mask = mask & torch.ones(width, width, dtype=torch.bool, device=mask.device).tril()
-    with _fp32_on_cpu(q.dtype if q.device.type == "cpu" else torch.float32) as upcast:
+    with _fp32_on_cpu(q) as upcast:
         if upcast:
             q, k, v = q.float(), k.float(), v.float()
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling).to(query.dtype)
