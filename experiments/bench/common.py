@@ -174,3 +174,59 @@ def matmul_peaks(dtype: torch.dtype, sizes: Sequence[int] = (1024, 2048), second
 def matmul_peak(dtype: torch.dtype, sizes: Sequence[int] = (1024, 2048), seconds: float = 1.0) -> float:
     """The machine's measured GEMM peak in this dtype: the best backend of `matmul_peaks`."""
     return max(matmul_peaks(dtype, sizes, seconds).values())
+
+
+def _op_seconds(fn: Callable[[], Any], min_seconds: float = 0.05) -> float:
+    """Median seconds of one call of fn, over at least min_seconds of calls after a warm-up call."""
+    fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < min_seconds or len(times) < 3:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def encoder_op_ceiling(config: Any, lengths: Sequence[int], batch_size: int,
+                       dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """The fastest an encoder's forward over these sequences can be if only its matmuls and its
+    attention cost time: each op timed alone at the shapes scoring runs it (length-sorted batches,
+    padded to each batch's longest), layers x the sum. Everything else (GELU, layer norms, adds,
+    the mask, tokenising) is counted as free, so no scoring path can beat this.
+
+    Returns seconds for the linears, the attention and both, and `packed_seconds`: the same with
+    no padding at all (linears over real tokens only, attention sequence by sequence)."""
+    import torch.nn.functional as F
+
+    d, ff, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    heads = config.num_attention_heads
+    shapes = ((d, d), (d, d), (d, d), (d, d), (d, ff), (ff, d))  # Q, K, V, output; FFN up, down
+    weights = {(k, n): (torch.randn(n, k).to(dtype), torch.randn(n).to(dtype)) for k, n in set(shapes)}
+    linear_cache: dict[tuple[int, int, int], float] = {}
+    attention_cache: dict[tuple[int, int], float] = {}
+
+    def linear(m: int, k: int, n: int) -> float:
+        if (m, k, n) not in linear_cache:
+            x, (w, b) = torch.randn(m, k).to(dtype), weights[(k, n)]
+            linear_cache[(m, k, n)] = _op_seconds(lambda: F.linear(x, w, b))
+        return linear_cache[(m, k, n)]
+
+    def attention(batch: int, n: int) -> float:
+        if (batch, n) not in attention_cache:
+            q = torch.randn(batch, heads, n, d // heads).to(dtype)
+            attention_cache[(batch, n)] = _op_seconds(lambda: F.scaled_dot_product_attention(q, q, q))
+        return attention_cache[(batch, n)]
+
+    order = sorted(lengths)
+    out = {"linear_seconds": 0.0, "attention_seconds": 0.0, "packed_seconds": 0.0}
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            longest, tokens = max(batch), sum(batch)
+            out["linear_seconds"] += layers * sum(linear(len(batch) * longest, k, n) for k, n in shapes)
+            out["attention_seconds"] += layers * attention(len(batch), longest)
+            out["packed_seconds"] += layers * (sum(linear(tokens, k, n) for k, n in shapes)
+                                               + sum(attention(1, n) for n in batch))
+    out["seconds"] = out["linear_seconds"] + out["attention_seconds"]
+    return out

@@ -189,6 +189,29 @@ def test_benchmark_flop_count_matches_torch_flop_counter():
         assert encoder_flops(config, [n]) == counter.get_total_flops()
 
 
+def test_op_ceiling_times_the_shapes_scoring_runs(monkeypatch):
+    """Each op "takes" its FLOPs: the ceiling must then be the padded batches' matmul + attention
+    FLOPs (hand-computed), and its no-padding variant the useful FLOPs of encoder_flops."""
+    import types
+
+    import torch.nn.functional as F
+
+    from experiments.bench import common
+
+    monkeypatch.setattr(common, "_op_seconds", lambda fn: fn())
+    monkeypatch.setattr(F, "linear", lambda x, w, b: 2 * x.shape[0] * w.shape[1] * w.shape[0])
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda q, k, v: 4 * q.shape[0] * q.shape[1] * q.shape[2] ** 2 * q.shape[3])
+    config = types.SimpleNamespace(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    ceiling = common.encoder_op_ceiling(config, [3, 5, 4], batch_size=2)
+    # batches [3, 4] -> 2 x 4 padded, [5] -> 1 x 5; per token and layer 2 * (4 * 32^2 + 2 * 32 * 64) = 16384
+    assert ceiling["linear_seconds"] == 2 * (8 + 5) * 16384
+    assert ceiling["attention_seconds"] == 2 * 4 * 32 * (2 * 4 ** 2 + 5 ** 2)
+    assert ceiling["seconds"] == ceiling["linear_seconds"] + ceiling["attention_seconds"] == 440576
+    pooler_and_head = 3 * (2 * 32 * 32 + 2 * 32)
+    assert ceiling["packed_seconds"] == common.encoder_flops(config, [3, 5, 4]) - pooler_and_head == 406016
+
+
 @pytest.mark.slow
 def test_compiled_scoring_matches_eager():
     model, tok = _model()
