@@ -9,6 +9,7 @@ writes OUT.md and OUT_runs.csv. Settings were chosen on seeds 0-4's validation s
 
 from __future__ import annotations
 
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,47 @@ def per_loop_table(runs: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def by_kind_table(runs: pd.DataFrame, seeds: range) -> str:
+    """The default SER runs by fault kind, summed over seeds: how many self-labels of each kind each loop kept
+    (from selflabels/loop_<k>.jsonl) and how right they were, beside that kind's test accuracy after the loop."""
+    import json
+
+    from ser.data.synthetic import pair_kind
+
+    ser = runs[(runs["setting"] == "schedule=ser") & runs["seed"].isin(list(seeds))]
+    if ser.empty:
+        return ""
+    kept: dict[tuple[int, str], list[int]] = {}
+    test: dict[tuple[int, str], list[float]] = {}
+    loops: set[int] = set()
+    for _, run in ser.iterrows():
+        path = Path(run["path"])  # the run's summary.json
+        for e in load_summary(path, "test_accuracy")["loops"]:
+            loops.add(e["loop"])
+            for kind, acc in (e.get("test_accuracy_by_kind") or {}).items():
+                test.setdefault((e["loop"], kind), []).append(acc)
+            labels = path.parent / "selflabels" / f"loop_{e['loop']}.jsonl"
+            for line in labels.read_text().splitlines() if labels.exists() else []:
+                row = json.loads(line)
+                counts = kept.setdefault((e["loop"], pair_kind(row["id"])), [0, 0])
+                counts[0] += 1
+                counts[1] += bool(row["correct"])
+    kinds = sorted({k for _, k in test})
+    order = sorted(loops)
+    head = "| kind | seed RM test (%) | " + " | ".join(f"loop {k}: kept (right %) → test (%)" for k in order[1:]) + " |"
+    lines = [head, "|" + "---|" * (len(order) + 1)]
+    for kind in kinds:
+        cells = []
+        for k in order[1:]:
+            n, right = kept.get((k, kind), [0, 0])
+            mean = statistics.fmean(test[(k, kind)]) if test.get((k, kind)) else None
+            cells.append(f"{n} ({pct(right / n) if n else '—'}) → {pct(mean)}")
+        base = statistics.fmean(test[(0, kind)]) if test.get((0, kind)) else None
+        lines.append(f"| {kind} | {pct(base)} | " + " | ".join(cells) + " |")
+    return (f"Seeds {', '.join(str(s) for s in sorted(ser['seed']))}: self-labels kept per loop summed over seeds, test "
+            "accuracy the mean over seeds.\n\n" + "\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = report_args(__doc__, argv)
     runs = load(args.sweeps)
@@ -149,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                  "(data.synthetic.withhold_from_pool=[swapped_steps]): what labels on every pair a self-labeling loop "
                  "could label can reach.\n")
     parts.append(f"\n## Per loop: selected pairs and self-label accuracy by kind (schedule=ser)\n\n{per_loop_table(runs)}")
+    parts.append(f"\n## Per loop, by fault kind (schedule=ser, seeds 0-4)\n\n{by_kind_table(runs, SEED_SETS[next(iter(SEED_SETS))])}")
     parts.append(f"\n## The loop's switches (seeds 0-1; chosen on validation)\n\n{switches_table(runs)}")
     atomic_write_text(args.out.with_suffix(".md"), "".join(parts))
     atomic_write_text(args.out.with_name(args.out.name + "_runs.csv"), runs.to_csv(index=False))

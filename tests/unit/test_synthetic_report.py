@@ -48,3 +48,27 @@ def test_the_report_pairs_seeds_and_computes_the_gap_closed(tmp_path, capsys):
     assert "| `schedule=ser,ser.loop_epochs=4` | 0, 1 | 60.00 | 75.00 |" in text
     assert "| 0 | 3 | 2 | 100 | 70 / 30 | 100.00 / 90.00 | 80.00 |" in text  # per loop: selected and right, by kind
     assert (tmp_path / "report_runs.csv").read_text().count("\n") == 1 + 14  # header + every run
+
+
+def test_the_by_kind_table_counts_kept_self_labels_and_averages_test_accuracy(tmp_path):
+    import pandas as pd
+
+    paths = []
+    for seed, (right, test1) in enumerate([(True, 0.5), (False, 0.7)]):
+        _run(tmp_path, "schedule=ser", "ser", seed, 0.9, statuses="1")
+        d = tmp_path / f"schedule=ser,seed={seed}"
+        summary = json.loads((d / "summary.json").read_text())
+        summary["loops"][0]["test_accuracy_by_kind"] = {"swapped_steps": 0.4, "refusal": 1.0}
+        summary["loops"][1]["test_accuracy_by_kind"] = {"swapped_steps": test1, "refusal": 1.0}
+        (d / "summary.json").write_text(json.dumps(summary))
+        (d / "selflabels").mkdir()
+        rows = [{"id": f"syn-00000{seed}-0-swapped_steps", "correct": right},
+                {"id": f"syn-00001{seed}-0-refusal", "correct": True}, {"id": f"syn-00002{seed}-1-refusal", "correct": True}]
+        (d / "selflabels" / "loop_1.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        paths.append(str(d / "summary.json"))
+    runs = pd.DataFrame({"setting": ["schedule=ser"] * 2, "seed": [0, 1], "path": paths})
+    table = synthetic_report.by_kind_table(runs, range(0, 5))
+    # swapped steps: one kept per seed, right on seed 0 only; test 40 -> mean(50, 70) = 60
+    assert "| swapped_steps | 40.00 | 2 (50.00) → 60.00 |" in table
+    assert "| refusal | 100.00 | 4 (100.00) → 100.00 |" in table
+    assert synthetic_report.by_kind_table(runs, range(5, 10)) == ""
