@@ -72,3 +72,21 @@ def test_the_by_kind_table_counts_kept_self_labels_and_averages_test_accuracy(tm
     assert "| swapped_steps | 40.00 | 2 (50.00) → 60.00 |" in table
     assert "| refusal | 100.00 | 4 (100.00) → 100.00 |" in table
     assert synthetic_report.by_kind_table(runs, range(5, 10)) == ""
+
+
+def test_a_switch_run_on_three_seeds_gets_its_own_table_against_the_same_baselines(tmp_path):
+    for seed, (so, ser, full) in enumerate([(0.80, 0.85, 1.00), (0.90, 0.93, 1.00), (0.70, 0.70, 1.00)]):
+        _run(tmp_path, "schedule=seed_only", "seed_only", seed, so)
+        _run(tmp_path, "schedule=ser", "ser", seed, ser, subtle=0.8, subtle0=0.7, statuses="112")
+        _run(tmp_path, "schedule=full_data", "full_data", seed, full)
+        _run(tmp_path, "rm.loss.hard_pair_gamma=2,schedule=ser", "ser", seed, ser + 0.05, subtle=0.9, subtle0=0.7,
+             statuses="112")
+    _run(tmp_path, "schedule=ser,ser.loop_epochs=4", "ser", 0, 0.70, statuses="1")  # 1 seed: no table of its own
+    assert synthetic_report.main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report.md").read_text()
+    # the switch: 90, 98, 75 -> 87.67 against seed_only 80 and full 100: 7.67 / 20 = 38.3% of the gap
+    assert "## seeds 0-4 (settings chosen on their validation), SER with `rm.loss.hard_pair_gamma=2,schedule=ser`" in text
+    assert "| mean (3 seeds) | 80.00 | 87.67 | 100.00 |" in text
+    assert "SER closes 38.3% of the seed→full gap" in text
+    assert "| mean (3 seeds) | 80.00 | 82.67 | 100.00 |" in text  # the default's table as before
+    assert "ser.loop_epochs=4`\n" not in text and "SER with `schedule=ser,ser.loop_epochs=4`" not in text
