@@ -100,6 +100,7 @@ class SERSchema:
     keep_checkpoints: KeepCheckpoints = KeepCheckpoints.best_last
     top_fraction: Optional[float] = None
     top_k: Optional[int] = None
+    stratify_bins: int = 0                 # > 1: the cap is shared across response-length bins of the pool
     weighting: Weighting = Weighting.none
     relabel: Relabel = Relabel.none
     labels: Labels = Labels.self
@@ -113,6 +114,8 @@ class SERSchema:
         check(self.loop_epochs is None or self.loop_epochs >= 1, "ser.loop_epochs", f"must be >= 1, got {self.loop_epochs}")
         if self.top_fraction is not None:
             check(0.0 < self.top_fraction <= 1.0, "ser.top_fraction", f"must be in (0, 1], got {self.top_fraction}")
+        check(self.stratify_bins == 0 or (self.stratify_bins >= 2 and (self.top_fraction is not None or self.top_k is not None)),
+              "ser.stratify_bins", f"must be 0 (off) or >= 2 with a cap (ser.top_fraction or ser.top_k), got {self.stratify_bins}")
         if self.top_k is not None:
             check(self.top_k >= self.min_pairs, "ser.top_k", f"must be >= ser.min_pairs ({self.min_pairs}), got {self.top_k}")
         check(self.labels is Labels.self or self.relabel is Relabel.none, "ser.relabel",

@@ -57,6 +57,8 @@ def describe_selection(cfg: DictConfig) -> str:
         parts.append(f"top{100 * ser.top_fraction:g}%")
     if ser.top_k is not None:
         parts.append(f"top{ser.top_k}")
+    if int(ser.get("stratify_bins") or 0) > 1:
+        parts.append(f"strata{ser.stratify_bins}")
     for key, neutral in (("weighting", "none"), ("relabel", "none"), ("retrain_from", "base"), ("labels", "self"),
                          ("final_model", "last")):
         if str(ser.get(key, neutral)) != neutral:

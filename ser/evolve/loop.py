@@ -47,7 +47,8 @@ class SERLoop:
         ser = cfg.ser
         self.settings = StepSettings(confidence, rule, self.phases, min_pairs=int(ser.min_pairs),
                                      top_fraction=ser.top_fraction, top_k=ser.top_k,
-                                     remove_selected=bool(ser.remove_selected), oracle=str(ser.labels) == "oracle")
+                                     remove_selected=bool(ser.remove_selected), oracle=str(ser.labels) == "oracle",
+                                     stratify_bins=int(ser.get("stratify_bins") or 0))
 
     @property
     def self_labels(self) -> bool:

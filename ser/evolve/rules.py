@@ -117,3 +117,27 @@ def cap_mask(mask: torch.Tensor, ranking: torch.Tensor, cap: int | None) -> torc
     kept = torch.zeros_like(mask)
     kept[torch.topk(ranked, cap, sorted=False).indices] = True
     return kept
+
+
+def quantile_strata(values: torch.Tensor, bins: int) -> torch.Tensor:
+    """Stratum ids 0..bins-1 of each value: equal-count bins by rank (ties split by position)."""
+    order = torch.argsort(values.float(), stable=True)
+    strata = torch.empty(len(values), dtype=torch.long)
+    strata[order] = torch.arange(len(values)) * bins // max(len(values), 1)
+    return strata
+
+
+def stratified_cap_mask(mask: torch.Tensor, ranking: torch.Tensor, cap: int | None, strata: torch.Tensor) -> torch.Tensor:
+    """`cap_mask` with the cap shared across strata: each stratum keeps its best-ranked candidates up to its
+    share of the pool (floor(cap * size / pool)), then what is left of the cap goes to the best-ranked
+    candidates anywhere. So a stratum where every score gap is small still contributes its clearest pairs
+    instead of losing every slot to the stratum with the largest gaps."""
+    if cap is None or int(mask.sum()) <= cap:
+        return mask
+    kept = torch.zeros_like(mask)
+    for s in torch.unique(strata):
+        members = strata == s
+        quota = cap * int(members.sum()) // len(mask)
+        kept |= cap_mask(mask & members, ranking, quota) if quota > 0 else torch.zeros_like(mask)
+    left = cap - int(kept.sum())
+    return kept | cap_mask(mask & ~kept, ranking, left) if left > 0 else kept

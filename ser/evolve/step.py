@@ -18,7 +18,7 @@ import torch
 from ser.data.schema import PreferencePair
 from ser.evolve.confidence import Confidence
 from ser.evolve.phases import PhaseSchedule
-from ser.evolve.rules import PoolScores, SelectionRule, cap_mask
+from ser.evolve.rules import PoolScores, SelectionRule, cap_mask, quantile_strata, stratified_cap_mask
 from ser.evolve.state import LoopState
 
 
@@ -33,6 +33,7 @@ class StepSettings:
     remove_selected: bool = True
     oracle: bool = False  # a diagnostic: kept pairs train with their hidden human labels
     weight_temperature: float | None = None  # ser.weighting=confidence: T of 2 * sigmoid(gap / T) - 1
+    stratify_bins: int = 0  # > 1: the cap is shared across this many response-length bins of the pool
 
     def cap(self, pool_size: int) -> int | None:
         """ser.top_k, or ser.top_fraction of the remaining pool (the smaller when both are set)."""
@@ -87,9 +88,14 @@ def evolve_step(state: LoopState, pool: Sequence[PreferencePair], pool_rewards: 
     if status is None:
         nxt.stopped, nxt.stop_reason = True, reason
         return StepResult(None, reason, shortfall, counts, torch.zeros_like(masks["1"]), [], nxt, scores)
-    mask = cap_mask(masks[status], settings.rule.ranking(scores), cap)
+    if settings.stratify_bins > 1:
+        strata = quantile_strata(torch.tensor([len(p.chosen) + len(p.rejected) for p in pool]), settings.stratify_bins)
+        mask = stratified_cap_mask(masks[status], settings.rule.ranking(scores), cap, strata)
+    else:
+        mask = cap_mask(masks[status], settings.rule.ranking(scores), cap)
     if int(mask.sum()) < int(masks[status].sum()):
-        reason = f"{reason}; top {int(mask.sum())} by {type(settings.rule).__name__}.ranking"
+        reason = f"{reason}; top {int(mask.sum())} by {type(settings.rule).__name__}.ranking" + (
+            f" in {settings.stratify_bins} response-length bins" if settings.stratify_bins > 1 else "")
     rows = label_rows(pool, scores, mask, status=status, loop=loop, weight_temperature=settings.weight_temperature,
                       oracle=settings.oracle)
     for row in rows:  # D_n = D_new + D_(n-1); a pair labeled again keeps its newest label

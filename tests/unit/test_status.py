@@ -145,3 +145,47 @@ def test_step_picks_the_higher_scored_answer_and_records_provenance():
     assert state.selected == {} and state.removed_from_pool == [] and state.status is None
     assert set(step.state.selected) == {"p0", "p1"} and step.state.removed_from_pool == ["p0", "p1"]
     assert step.state.status == "1"
+
+
+def test_quantile_strata_and_the_cap_shared_across_them():
+    from ser.evolve.rules import quantile_strata, stratified_cap_mask
+
+    assert quantile_strata(torch.tensor([5, 1, 9, 3, 7, 2]), 2).tolist() == [1, 0, 1, 0, 1, 0]
+    assert quantile_strata(torch.tensor([4, 4, 4, 4]), 2).tolist() == [0, 0, 1, 1]  # ties split by position
+    mask = torch.tensor([True, True, True, True, True, True, True, False])
+    ranking = torch.tensor([9.0, 8.0, 7.0, 6.0, 3.0, 2.0, 1.0, 5.0])
+    strata = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    # a plain cap of 4 takes stratum 0's four; shared, each stratum keeps floor(4 * 4 / 8) = 2: 0, 1 and 4, 5
+    assert torch.equal(stratified_cap_mask(mask, ranking, 4, strata), torch.tensor([1, 1, 0, 0, 1, 1, 0, 0]).bool())
+    # stratum 1 has one candidate: it keeps it, the slot left over goes to the best-ranked anywhere (pair 2)
+    only_one = mask & torch.tensor([1, 1, 1, 1, 1, 0, 0, 0]).bool()
+    assert torch.equal(stratified_cap_mask(only_one, ranking, 4, strata), torch.tensor([1, 1, 1, 0, 1, 0, 0, 0]).bool())
+    assert torch.equal(stratified_cap_mask(mask, ranking, None, strata), mask)
+
+
+def test_step_with_length_strata_keeps_the_clearest_short_and_long_pairs():
+    long, short = "x" * 200, "y"
+    pool = [PreferencePair(f"p{i}", "q", long if i < 4 else short, long if i < 4 else short) for i in range(8)]
+    # the long answers' gaps are all larger than the short ones': a plain top-4 cap keeps only long pairs
+    reward_a = torch.tensor([4.0, 3.5, 3.0, 2.5, 1.0, 0.9, 0.8, 0.7])
+    reward_b = torch.full((8,), -1.0)
+    rule = T.__class__(0.5, 0.5, 0.0, status2_kind="gap")  # every pair a status-1 candidate (p_a > 0.5 > p_b)
+    plain = StepSettings(Pointwise(), rule, Fixed(statuses=("1",)), min_pairs=1, top_k=4)
+    shared = StepSettings(Pointwise(), rule, Fixed(statuses=("1",)), min_pairs=1, top_k=4, stratify_bins=2)
+    run = lambda s: evolve_step(LoopState(config_hash="h"), pool, (reward_a, reward_b), (torch.zeros(1), torch.zeros(1)),
+                                s, loop=1)
+    assert [r["id"] for r in run(plain).rows] == ["p0", "p1", "p2", "p3"]
+    step = run(shared)
+    assert [r["id"] for r in step.rows] == ["p0", "p1", "p4", "p5"]
+    assert "in 2 response-length bins" in step.reason
+
+
+def test_stratify_bins_needs_a_cap_and_two_bins():
+    from ser.config.schema import SERSchema
+
+    node = {"_target_": "x"}
+    with pytest.raises(ConfigError, match="ser.stratify_bins"):
+        SERSchema(confidence=node, rule=node, stratify_bins=1, top_fraction=0.25)
+    with pytest.raises(ConfigError, match="ser.stratify_bins"):
+        SERSchema(confidence=node, rule=node, stratify_bins=4)
+    assert SERSchema(confidence=node, rule=node, stratify_bins=4, top_fraction=0.25).stratify_bins == 4
