@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     peak = {k: max(peak_before[k], peak_after[k]) for k in peak_before}
     # the faster of the two measurements: the least time the matmuls and attention alone can take
     ceiling = min(ceiling_before, ceiling_after, key=lambda c: c["seconds"])
+    ceiling_bf16 = encoder_op_ceiling(model.config, lengths, args.batch_size, dtype=torch.bfloat16)
 
     # Same model, same texts: the pipeline's sigmoid scores must be ours through a sigmoid.
     r32 = timings["ours fp32"][-1]["result"]
@@ -135,6 +136,11 @@ def main(argv: list[str] | None = None) -> dict:
           f"(linears {ceiling['linear_seconds']:.2f} s, attention {ceiling['attention_seconds']:.2f} s); with no "
           f"padding at all {ceiling['packed_seconds']:.2f} s = {ceiling_pct['packed_seconds']:.0f} %; "
           f"ours fp32 eager takes {eager / ceiling['seconds']:.2f}x the ceiling")
+    bf16_pct = 100 * flops / ceiling_bf16["seconds"] / 1e9 / peak["bf16"]
+    print(f"op ceiling in bf16: {ceiling_bf16['seconds']:.2f} s = {bf16_pct:.0f} % of the bf16 peak (linears "
+          f"{ceiling_bf16['linear_seconds']:.2f} s, attention {ceiling_bf16['attention_seconds']:.2f} s); ours bf16 compiled "
+          f"takes {table['ours bf16-autocast compiled']['median_s'] / ceiling_bf16['seconds']:.2f}x it"
+          if "ours bf16-autocast compiled" in table else "")
     for name, diff in compiled_diff.items():
         print(f"{name} vs the same precision eager: max |reward diff| = {diff:.2e}; compile + first call "
               f"{compile_seconds[name]:.1f} s")
@@ -145,7 +151,8 @@ def main(argv: list[str] | None = None) -> dict:
                "matmul_peak_gflops": peak, "results": table, "pipeline_max_abs_diff": agree_pipe,
                "bf16_max_abs_reward_diff": (r16 - r32).abs().max().item(), "bf16_decision_flips": flips,
                "compile_seconds": compile_seconds, "compiled_max_abs_reward_diff": compiled_diff,
-               "op_ceiling": {"before": ceiling_before, "after": ceiling_after, "pct_peak": ceiling_pct}}
+               "op_ceiling": {"before": ceiling_before, "after": ceiling_after, "pct_peak": ceiling_pct,
+                              "bf16": ceiling_bf16, "bf16_pct_peak": bf16_pct}}
     save("score_vs_pipeline", payload)
     return payload
 
