@@ -56,6 +56,12 @@ def load(sweeps: Path) -> dict[str, dict[int, dict[str, Any]]]:
     return runs
 
 
+def unfinished_runs(sweeps: Path) -> list[str]:
+    """Coevolve runs with a loop state but no summary yet: started, stopped or still running."""
+    return [path.parent.name for path in sorted(sweeps.rglob("state.json"))
+            if "experiment=coevolve_cpu" in path.parent.name and not (path.parent / "summary.json").exists()]
+
+
 def interval(values: list[float]) -> str:
     mean, half = statistics.fmean(values), t_half_width(values)
     return f"{mean:+.3f}" if half is None else f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
@@ -95,17 +101,27 @@ def main(argv: list[str] | None = None) -> int:
                      f"{compare(by_seed, by_seed, 'start')} | "
                      f"{compare(by_seed, frozen) if name != 'coevolve rm=frozen' else ''} | "
                      f"{compare(by_seed, offline) if name != 'ser_dpo (offline)' else ''} |")
-    lines += ["", "## Per loop (coevolve rm=self): the RM's self-labels against the gold judge", "",
-              "| seed | loop | status | selected | self-label agreement with gold | RM val acc | policy gold | KL | "
-              "seconds: sample / score / train RM / train policy / evaluate |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for seed, run in sorted(runs.get("coevolve rm=self", {}).items()):
-        for e in run["summary"]["loops"]:
-            p = next(x for x in run["summary"]["policy"]["per_loop"] if x["loop"] == e["loop"])
-            agree = p.get("self_label_gold_agreement")
-            lines.append(f"| {seed} | {e['loop']} | {e['status'] or 'seed'} | {e['selected']} | "
-                         f"{'—' if agree is None else f'{100 * agree:.1f}%'} | {100 * e['val_accuracy']:.1f} | "
-                         f"{p['policy_gold']:.3f} | {p['policy_kl']:.3f} | {time_split(p)} |")
+    split_names = " / ".join(key.removeprefix("seconds_").replace("_", " ") for key in TIME_SPLIT)
+    lines += ["", "## Per loop: the RM's labels of the generated pairs against the gold judge, the policy, the time", "",
+              "The labels are the co-evolving RM's (rm=self), the seed RM's (rm=frozen) or the full-data RM's; seconds "
+              "are wall time on a shared machine.", "",
+              f"| setting | seed | loop | status | selected | labels agreeing with gold | RM val acc | policy gold | KL | "
+              f"seconds: {split_names} |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, by_seed in sorted(runs.items()):
+        if not name.startswith("coevolve"):
+            continue
+        for seed, run in sorted(by_seed.items()):
+            for e in run["summary"]["loops"]:
+                p = next(x for x in run["summary"]["policy"]["per_loop"] if x["loop"] == e["loop"])
+                agree = p.get("self_label_gold_agreement")
+                lines.append(f"| {name.removeprefix('coevolve ')} | {seed} | {e['loop']} | {e['status'] or 'seed'} | "
+                             f"{e['selected']} | {'—' if agree is None else f'{100 * agree:.1f}%'} | "
+                             f"{100 * e['val_accuracy']:.1f} | {p['policy_gold']:.3f} | {p['policy_kl']:.3f} | "
+                             f"{time_split(p)} |")
+    unfinished = unfinished_runs(args.sweeps)
+    if unfinished:
+        lines += ["", "Still running or queued (resumable; not in the tables): " + ", ".join(f"`{u}`" for u in unfinished) + "."]
     text = "\n".join(lines) + "\n\nRegenerate: `bash experiments/coevolve.sh tables`.\n"
     atomic_write_text(args.out.with_suffix(".md"), text)
     print(text)

@@ -53,6 +53,7 @@ def test_coevolve_smoke_runs_the_phase_schedule_on_generated_pairs(coevolve_run)
 
 def test_the_coevolve_report_reads_a_run(coevolve_run, tmp_path):
     from experiments import coevolve_report
+    from ser.evolve.coevolve import TIME_SPLIT
 
     out, summary = coevolve_run
     import shutil
@@ -63,8 +64,15 @@ def test_the_coevolve_report_reads_a_run(coevolve_run, tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| coevolve rm=self | 0 |"))
     start = summary["policy"]["gold_start"]
     assert f"| {start:.3f} → " in row and "—" in row  # no fixed-RM or ser_dpo run to compare with
-    loop_rows = [line for line in text.splitlines() if line.startswith("| 0 | ")]
-    assert len(loop_rows) == len(summary["loops"]) and loop_rows[1].count(" / ") >= 4  # with the time split
+    loop_rows = [line for line in text.splitlines() if line.startswith("| rm=self | 0 | ")]
+    assert len(loop_rows) == len(summary["loops"]) and loop_rows[1].count(" / ") == len(TIME_SPLIT) - 1  # the split
+    assert "seconds: sample / score / train rm / train policy / evaluate policy / evaluate / write |" in text
+    assert "Still running" not in text
+    (tmp_path / "sweeps" / "coevolve.rm=frozen,experiment=coevolve_cpu,seed=1").mkdir()
+    (tmp_path / "sweeps" / "coevolve.rm=frozen,experiment=coevolve_cpu,seed=1" / "state.json").write_text("{}")
+    assert coevolve_report.main([str(tmp_path / "sweeps"), "--out", str(tmp_path / "coevolve")]) == 0
+    assert ("Still running or queued (resumable; not in the tables): `coevolve.rm=frozen,experiment=coevolve_cpu,seed=1`"
+            in (tmp_path / "coevolve.md").read_text())
 
 
 def test_no_human_label_of_the_pool_is_read(coevolve_run, tmp_path, monkeypatch):
