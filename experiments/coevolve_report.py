@@ -52,8 +52,18 @@ def load(sweeps: Path) -> dict[str, dict[int, dict[str, Any]]]:
             continue
         prompts, gold, start = final_gold(path.parent, summary)
         runs.setdefault(setting(path.parent, summary), {})[summary["seed"]] = {
-            "summary": summary, "prompts": prompts, "gold": gold, "start": start}
+            "summary": summary, "prompts": prompts, "gold": gold, "start": start, "dir": path.parent}
     return runs
+
+
+def judged_labels(run_dir: Path, loop: int) -> tuple[int, int] | None:
+    """(right, judged) of a loop's kept labels where the gold judge tells the two answers apart."""
+    path = run_dir / "selflabels" / f"loop_{loop}.jsonl"
+    if not path.exists():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    judged = [r for r in rows if r.get("correct") is not None]
+    return sum(bool(r["correct"]) for r in judged), len(judged)
 
 
 def unfinished_runs(sweeps: Path) -> list[str]:
@@ -103,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"{compare(by_seed, offline) if name != 'ser_dpo (offline)' else ''} |")
     split_names = " / ".join(key.removeprefix("seconds_").replace("_", " ") for key in TIME_SPLIT)
     lines += ["", "## Per loop: the RM's labels of the generated pairs against the gold judge, the policy, the time", "",
-              "The labels are the co-evolving RM's (rm=self), the seed RM's (rm=frozen) or the full-data RM's; seconds "
-              "are wall time on a shared machine.", "",
+              "The labels are the co-evolving RM's (rm=self), the seed RM's (rm=frozen) or the full-data RM's, counted "
+              "over the kept pairs whose answers the gold judge tells apart (right of judged); seconds are wall time on "
+              "a shared machine.", "",
               f"| setting | seed | loop | status | selected | labels agreeing with gold | RM val acc | policy gold | KL | "
               f"seconds: {split_names} |",
               "|---|---|---|---|---|---|---|---|---|---|"]
@@ -114,9 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         for seed, run in sorted(by_seed.items()):
             for e in run["summary"]["loops"]:
                 p = next(x for x in run["summary"]["policy"]["per_loop"] if x["loop"] == e["loop"])
-                agree = p.get("self_label_gold_agreement")
+                agree, counts = p.get("self_label_gold_agreement"), judged_labels(run["dir"], e["loop"])
+                cell = "—" if agree is None else f"{100 * agree:.1f}%" + (f" ({counts[0]} of {counts[1]})" if counts else "")
                 lines.append(f"| {name.removeprefix('coevolve ')} | {seed} | {e['loop']} | {e['status'] or 'seed'} | "
-                             f"{e['selected']} | {'—' if agree is None else f'{100 * agree:.1f}%'} | "
+                             f"{e['selected']} | {cell} | "
                              f"{100 * e['val_accuracy']:.1f} | {p['policy_gold']:.3f} | {p['policy_kl']:.3f} | "
                              f"{time_split(p)} |")
     unfinished = unfinished_runs(args.sweeps)

@@ -68,6 +68,11 @@ def test_the_coevolve_report_reads_a_run(coevolve_run, tmp_path):
     assert len(loop_rows) == len(summary["loops"]) and loop_rows[1].count(" / ") == len(TIME_SPLIT) - 1  # the split
     assert "seconds: sample / score / train rm / train policy / evaluate policy / evaluate / write |" in text
     assert "Still running" not in text
+    # right of judged: pairs the gold judge cannot tell apart (correct None) are not counted
+    (tmp_path / "selflabels").mkdir()
+    (tmp_path / "selflabels" / "loop_2.jsonl").write_text(
+        '{"correct": true}\n{"correct": false}\n{"correct": null}\n{"correct": true}\n')
+    assert coevolve_report.judged_labels(tmp_path, 2) == (2, 3) and coevolve_report.judged_labels(tmp_path, 3) is None
     (tmp_path / "sweeps" / "coevolve.rm=frozen,experiment=coevolve_cpu,seed=1").mkdir()
     (tmp_path / "sweeps" / "coevolve.rm=frozen,experiment=coevolve_cpu,seed=1" / "state.json").write_text("{}")
     assert coevolve_report.main([str(tmp_path / "sweeps"), "--out", str(tmp_path / "coevolve")]) == 0
