@@ -137,7 +137,5 @@ def stratified_cap_mask(mask: torch.Tensor, ranking: torch.Tensor, cap: int | No
     kept = torch.zeros_like(mask)
     for s in torch.unique(strata):
         members = strata == s
-        quota = cap * int(members.sum()) // len(mask)
-        kept |= cap_mask(mask & members, ranking, quota) if quota > 0 else torch.zeros_like(mask)
-    left = cap - int(kept.sum())
-    return kept | cap_mask(mask & ~kept, ranking, left) if left > 0 else kept
+        kept |= cap_mask(mask & members, ranking, cap * int(members.sum()) // len(mask))
+    return kept | cap_mask(mask & ~kept, ranking, cap - int(kept.sum()))
