@@ -27,6 +27,7 @@ from ser.data.synthetic import pair_kind  # noqa: E402
 from ser.io import atomic_write_text  # noqa: E402
 
 CEILING = "data.synthetic.withhold_from_pool=_swapped_steps_"
+RM_SCHEDULES = ("seed_only", "ser", "full_data")
 SEED_SETS = {"seeds 0-4 (settings chosen on their validation)": range(0, 5), "fresh seeds 5-9": range(5, 10)}
 
 
@@ -47,6 +48,8 @@ def load(sweeps: Path) -> pd.DataFrame:
     rows = []
     for path in find_runs([sweeps])[0]:
         s = load_summary(path, "test_accuracy")
+        if s["schedule"] not in RM_SCHEDULES:  # the same sweeps dir holds coevolve and policy runs
+            continue
         final = next(e for e in s["loops"] if e["loop"] == s["final"]["loop"])
         first = s["loops"][0]
         by, by0 = final.get("test_accuracy_by_group") or {}, first.get("test_accuracy_by_group") or {}

@@ -34,6 +34,7 @@ def test_the_report_pairs_seeds_and_computes_the_gap_closed(tmp_path, capsys):
     _run(tmp_path, "schedule=ser", "ser", 2, 0.99, subtle=0.9, subtle0=0.9, statuses="112")  # no seed_only: not in means
     _run(tmp_path, "schedule=ser,ser.loop_epochs=4", "ser", 0, 0.70, val=0.5, statuses="1")
     _run(tmp_path, "schedule=ser,ser.loop_epochs=4", "ser", 1, 0.80, val=0.7, statuses="1")
+    _run(tmp_path, "coevolve.rm=self,experiment=coevolve_cpu", "coevolve", 0, 0.5, statuses="112")  # not an RM run
 
     assert synthetic_report.main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
     text = (tmp_path / "report.md").read_text()
