@@ -33,7 +33,7 @@ if [ "${1:-}" != tables ]; then
   $PY run.py -m schedule=ser seed=0,1 phases=adaptive $PAR   # status 1 while it keeps min_pairs: with top_gap, every loop
   $PY run.py -m schedule=ser seed=0,1 ser.final_model=best_val ser.patience=2 $PAR   # the final RM by validation accuracy
   # the cap shared across response-length bins: the default keeps 774 short profile wrong-detail pairs for 88 of the
-  # procedures, where every remaining subtle test error is
+  # procedures, where every remaining wrong-detail test error is (seeds 0 and 2, docs/results/README.md)
   $PY run.py -m schedule=ser seed=0,1 ser.stratify_bins=4 $PAR
   # The switch with the best validation on seeds 0-1 (hard_pair_gamma=2: 97.96 against the default's 93.88) on
   # the other seeds, so the report gives its own table against the same seed_only / full_data runs.
