@@ -6,10 +6,13 @@
 #   setsid nohup nice -n 10 bash experiments/queue.sh > queue.log 2>&1 &
 # Pause it for a timing (the benchmarks want a quiet machine) and go on afterwards:
 #   bash experiments/queue.sh pause      bash experiments/queue.sh resume
+# Keep what finished across machines: `bash experiments/queue.sh save` packs every finished run's records into
+# experiments/records/ (commit them); each script restores those records first and so skips their runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PGID_FILE=outputs/queue.pgid
 case "${1:-}" in
+  save) exec "${PY:-.venv/bin/python}" experiments/records.py save outputs/ser/sweeps ;;
   pause|resume)
     # the queue's whole process group: the scripts, their run.py sweeps and the joblib workers
     [ -s "$PGID_FILE" ] || { echo "no queue running from $(pwd) ($PGID_FILE missing)" >&2; exit 1; }

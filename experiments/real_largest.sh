@@ -12,14 +12,20 @@ PY=${PY:-.venv/bin/python}
 JOBS=${JOBS:-2}
 SEEDS=${SEEDS:-0,1,2,3,4,5}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+# fp32 on every machine (trainer.precision's default is bf16 where the CPU has bf16 units): one precision for the
+# whole table whichever machine a session runs on, and the config hash that lets a restored record be skipped
+export SER_PRECISION=${SER_PRECISION:-32-true}
 S=outputs/ser/sweeps
 PAR="launcher=joblib hydra.launcher.n_jobs=$JOBS"
+# the finished runs kept in experiments/records/ (a fresh checkout has no outputs/): restored, then skipped
+$PY experiments/records.py restore $S
 if [ "${1:-}" != tables ]; then
   # The RM setting, chosen on validation: MiniLM (every block) against SmolLM2-135M-Instruct with LoRA.
   $PY run.py -m experiment=real/hh_helpful schedule=seed_only seed=0,1,2 rm=smollm2 $PAR
   for d in hh_helpful summarize ultrafeedback; do
     $PY run.py -m experiment=real/$d schedule=seed_only,ser,full_data seed=$SEEDS $PAR
   done
+  $PY experiments/records.py save $S   # what finished, into experiments/records/ (commit it)
 fi
 $PY experiments/collect.py $S/experiment=real_{hh_helpful,summarize,ultrafeedback},schedule=*,seed=* \
     --out docs/results/real_largest --regenerate "bash experiments/real_largest.sh tables"

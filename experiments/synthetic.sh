@@ -14,6 +14,8 @@ S=outputs/ser/sweeps
 # override, so the run dirs stay those the finished runs are in.
 export SER_PRECISION=${SER_PRECISION:-32-true}
 PAR="launcher=joblib hydra.launcher.n_jobs=$JOBS"
+# the finished runs kept in experiments/records/ (a fresh checkout has no outputs/): restored, then skipped
+$PY experiments/records.py restore $S
 if [ "${1:-}" != tables ]; then
   # The paper's three columns with the defaults (ser=top_gap, phases=paper): seeds 0-4, on whose validation
   # splits the settings were chosen, then fresh seeds 5-9.
@@ -41,5 +43,6 @@ if [ "${1:-}" != tables ]; then
   # Fresh seeds 5-9: no setting was chosen on their splits.
   $PY run.py -m schedule=seed_only,full_data,ser seed=5,6,7,8,9 $PAR
   $PY run.py -m schedule=full_data 'data.synthetic.withhold_from_pool=[swapped_steps]' seed=5,6,7,8,9 $PAR
+  $PY experiments/records.py save $S   # what finished, into experiments/records/ (commit it)
 fi
 $PY experiments/synthetic_report.py "$S" --out docs/results/synthetic

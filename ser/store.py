@@ -24,7 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ser.evolve.state import LoopState
-from ser.io import atomic_write_csv, atomic_write_json, atomic_write_jsonl, atomic_write_text
+from ser.io import atomic_write_csv, atomic_write_json, atomic_write_jsonl, atomic_write_text, read_json
 from ser.ranks import barrier
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,17 @@ class RunStore:
             raise ConfigMismatch(f"{self.out}: holds a run with another config (hash {state.config_hash} != {self.digest}); "
                                  "use another run dir, or resume=false to start over")
         return state or LoopState(config_hash=self.digest)
+
+    def finished_summary(self) -> dict[str, Any] | None:
+        """The summary of a run that finished here with this config, else None. A re-run returns it without
+        loading data or models: a sweep re-run skips its finished jobs, and so does a run whose record was
+        restored from experiments/records/ without its weights. Another config's run is left to `open`."""
+        if not self.resume or not (self.out / "summary.json").exists():
+            return None
+        state = LoopState.load(self.out)
+        if state is None or not state.stopped or state.config_hash != self.digest:
+            return None
+        return read_json(self.out / "summary.json")
 
     def save_state(self, state: LoopState) -> None:
         if self.writer:

@@ -32,7 +32,7 @@ from ser.policy.train import run_dpo, save_policy
 from ser.reward.scoring import scoring_device
 from ser.seeding import derive_seed
 from ser.tasks.policy import distinct_prompts
-from ser.tasks.rm import build_loop
+from ser.tasks.rm import build_loop, finished_already
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def train_coevolve(cfg: DictConfig) -> dict[str, Any]:
     validate_config(cfg)
     out = Path(cfg.paths.output_dir)
     with hold_run_dir(out):
-        return build_loop(cfg, out, make_loop=lambda *stages, loaded: CoevolveLoop(
+        return finished_already(cfg, out) or build_loop(cfg, out, make_loop=lambda *stages, loaded: CoevolveLoop(
             *stages, policy=PolicySide(cfg, out, loaded))).run()
 
 

@@ -111,6 +111,9 @@ def ensure_rm(rm_cfg: DictConfig, out_dir: Path, what: str, reuse_any_finished: 
         train_rm(rm_cfg, out_dir, shared=True)
     finally:
         _finish_wandb()
+    if not (out_dir / "final_rm" / "config.json").exists():  # a finished run's record without its weights
+        raise RuntimeError(f"{out_dir}: the run finished but its exported RM (final_rm/) is missing, as in a "
+                           "record restored from experiments/records/; move the run dir away to train it again")
     return out_dir / "final_rm"
 
 

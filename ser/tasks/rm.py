@@ -43,7 +43,16 @@ def train_rm(cfg: DictConfig, out: str | Path | None = None, *, shared: bool = F
     join_started_ranks(cfg)
     rank, _ = rank_and_world()
     with hold_run_dir(out, wait=shared) if rank == 0 else nullcontext():
-        return build_loop(cfg, out).run()
+        return finished_already(cfg, out) or build_loop(cfg, out).run()
+
+
+def finished_already(cfg: DictConfig, out: Path) -> dict[str, Any] | None:
+    """The summary of this config's finished run in `out` (nothing is loaded then), else None."""
+    summary = RunStore(out, config_hash(OmegaConf.to_container(cfg, resolve=True)),
+                       resume=bool(cfg.resume)).finished_summary()
+    if summary is not None:
+        log.info("%s: finished already (summary.json); resume=false to run again", out)
+    return summary
 
 
 def build_loop(cfg: DictConfig, out: str | Path, make_loop: Callable[..., SERLoop] | None = None) -> SERLoop:

@@ -80,6 +80,33 @@ def test_the_coevolve_report_reads_a_run(coevolve_run, tmp_path):
             in (tmp_path / "coevolve.md").read_text())
 
 
+def test_a_run_restored_from_its_record_gives_the_same_page_and_is_skipped(coevolve_run, tmp_path, monkeypatch):
+    """The record (experiments/records.py) holds all the report reads; the same command skips the restored run."""
+    import shutil
+
+    import ser.tasks.coevolve as coevolve_task
+    from experiments import coevolve_report, records
+    from ser.tasks.run import run_experiment
+
+    out, summary = coevolve_run
+    name = "experiment=coevolve_cpu,seed=0"
+    shutil.copytree(out, tmp_path / "sweeps" / name)
+    records.save(tmp_path / "sweeps", tmp_path / "records")
+    records.restore(tmp_path / "fresh", tmp_path / "records")
+    assert not any((tmp_path / "fresh" / name).rglob("*.safetensors"))
+    pages = []
+    for sweeps in ("sweeps", "fresh"):
+        assert coevolve_report.main([str(tmp_path / sweeps), "--out", str(tmp_path / sweeps / "page")]) == 0
+        pages.append((tmp_path / sweeps / "page.md").read_text())
+    assert pages[0] == pages[1]
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a finished run must not load data or models again")
+
+    monkeypatch.setattr(coevolve_task, "build_loop", no_loading)
+    assert run_experiment(compose(COEVOLVE, tmp_path / "fresh" / name)) == json.loads(json.dumps(summary))
+
+
 def test_no_human_label_of_the_pool_is_read(coevolve_run, tmp_path, monkeypatch):
     """The same run with every pool answer replaced: the same summary, and no replaced text anywhere."""
     import ser.data.dataset as dataset
