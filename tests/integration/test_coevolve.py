@@ -78,6 +78,15 @@ def test_the_coevolve_report_reads_a_run(coevolve_run, tmp_path):
     assert coevolve_report.main([str(tmp_path / "sweeps"), "--out", str(tmp_path / "coevolve")]) == 0
     assert ("Still running or queued (resumable; not in the tables): `coevolve.rm=frozen,experiment=coevolve_cpu,seed=1`"
             in (tmp_path / "coevolve.md").read_text())
+    assert "Every run: trainer.precision=32-true." in text
+    other = tmp_path / "sweeps" / "coevolve.rm=frozen,experiment=coevolve_cpu,seed=0"
+    shutil.copytree(out, other)
+    (other / ".hydra" / "config.yaml").write_text(
+        (other / ".hydra" / "config.yaml").read_text().replace("precision: 32-true", "precision: bf16-mixed"))
+    frozen = json.loads((other / "summary.json").read_text())
+    (other / "summary.json").write_text(json.dumps({**frozen, "coevolve": {**frozen["coevolve"], "rm": "frozen"}}))
+    with pytest.raises(SystemExit, match="different precisions.*bf16-mixed: coevolve.rm=frozen"):
+        coevolve_report.main([str(tmp_path / "sweeps"), "--out", str(tmp_path / "coevolve")])
 
 
 def test_a_run_restored_from_its_record_gives_the_same_page_and_is_skipped(coevolve_run, tmp_path, monkeypatch):
