@@ -14,13 +14,14 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export SER_PRECISION=${SER_PRECISION:-32-true}
 S=outputs/ser/sweeps
 PAR="launcher=joblib hydra.launcher.n_jobs=$JOBS"
+# one sweep, then every finished run's record into experiments/records/ (commit them)
+sweep() { $PY run.py -m "$@" $PAR; $PY experiments/records.py save $S; }
 # the finished runs kept in experiments/records/ (a fresh checkout has no outputs/): restored, then skipped
 $PY experiments/records.py restore $S
 if [ "${1:-}" != tables ]; then
   # the RM co-evolves; the RM frozen after loop 0 (fixed-RM online DPO, TRL's setting); a full-data RM
-  $PY run.py -m experiment=coevolve/cpu seed=$SEEDS coevolve.rm=self,frozen,full_data $PAR
+  sweep experiment=coevolve/cpu seed=$SEEDS coevolve.rm=self,frozen,full_data
   # offline: DPO on the fixed pool's SER self-labels + the seed (schedule=ser_dpo), same policy settings
-  $PY run.py -m experiment=coevolve/cpu schedule=ser_dpo evaluate.gold.judge=synthetic seed=$SEEDS policy.steps=96 $PAR
-  $PY experiments/records.py save $S   # what finished, into experiments/records/ (commit it)
+  sweep experiment=coevolve/cpu schedule=ser_dpo evaluate.gold.judge=synthetic seed=$SEEDS policy.steps=96
 fi
 $PY experiments/coevolve_report.py $S --out docs/results/coevolve

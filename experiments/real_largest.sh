@@ -17,15 +17,16 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export SER_PRECISION=${SER_PRECISION:-32-true}
 S=outputs/ser/sweeps
 PAR="launcher=joblib hydra.launcher.n_jobs=$JOBS"
+# one sweep, then every finished run's record into experiments/records/ (commit them)
+sweep() { $PY run.py -m "$@" $PAR; $PY experiments/records.py save $S; }
 # the finished runs kept in experiments/records/ (a fresh checkout has no outputs/): restored, then skipped
 $PY experiments/records.py restore $S
 if [ "${1:-}" != tables ]; then
   # The RM setting, chosen on validation: MiniLM (every block) against SmolLM2-135M-Instruct with LoRA.
-  $PY run.py -m experiment=real/hh_helpful schedule=seed_only seed=0,1,2 rm=smollm2 $PAR
+  sweep experiment=real/hh_helpful schedule=seed_only seed=0,1,2 rm=smollm2
   for d in hh_helpful summarize ultrafeedback; do
-    $PY run.py -m experiment=real/$d schedule=seed_only,ser,full_data seed=$SEEDS $PAR
+    sweep experiment=real/$d schedule=seed_only,ser,full_data seed=$SEEDS
   done
-  $PY experiments/records.py save $S   # what finished, into experiments/records/ (commit it)
 fi
 $PY experiments/collect.py $S/experiment=real_{hh_helpful,summarize,ultrafeedback},schedule=*,seed=* \
     --out docs/results/real_largest --regenerate "bash experiments/real_largest.sh tables"
