@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ser.io import atomic_write_json  # noqa: E402
+from ser.io import atomic_write_bytes, atomic_write_json  # noqa: E402
 
 RECORDS = ROOT / "experiments" / "records"
 RECORD_SUFFIXES = (".json", ".jsonl", ".csv", ".yaml")
@@ -92,9 +92,7 @@ def save(sweeps: Path, records: Path = RECORDS) -> dict[str, str]:
         before = path.read_bytes() if path.exists() else None
         done[run.name] = "unchanged" if before == data else "updated" if before is not None else "new"
         if before != data:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+            atomic_write_bytes(path, data)
         log.info("%s: %s (%d kB)", run.name, done[run.name], len(data) // 1024)
     return done
 
@@ -111,10 +109,11 @@ def restore(sweeps: Path, records: Path = RECORDS) -> dict[str, str]:
             continue
         tmp = sweeps / f".{name}.restoring"  # renamed into place once complete: a killed restore leaves no run dir
         shutil.rmtree(tmp, ignore_errors=True)
-        with tarfile.open(path, mode="r:gz") as tar:
+        data = path.read_bytes()
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
             tar.extractall(tmp, filter="data")  # refuses absolute paths, links out of the dir, devices
         atomic_write_json(tmp / MARKER, {"record": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
-                                         "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+                                         "sha256": hashlib.sha256(data).hexdigest()})
         tmp.replace(run)
         done[name] = "restored"
         log.info("%s: restored", name)
