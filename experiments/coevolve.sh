@@ -13,15 +13,25 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 # whole table whichever machine a session runs on, and the config hash that lets a restored record be skipped
 export SER_PRECISION=${SER_PRECISION:-32-true}
 S=outputs/ser/sweeps
-PAR="launcher=joblib hydra.launcher.n_jobs=$JOBS"
 # one sweep, then every finished run's record into experiments/records/ (commit them)
 sweep() { $PY run.py -m "$@" $PAR; $PY experiments/records.py save $S; }
 # the finished runs kept in experiments/records/ (a fresh checkout has no outputs/): restored, then skipped
 $PY experiments/records.py restore $S
+# one run at a time in each of two lanes (JOBS of them), each run's record saved when it finishes: a sweep of
+# several runs on two workers left one core idle behind its longest run and saved nothing until all had ended
+PAR="launcher=joblib hydra.launcher.n_jobs=1"
+lane() { for args in "$@"; do sweep experiment=coevolve/cpu $args; done; }
 if [ "${1:-}" != tables ]; then
-  # the RM co-evolves; the RM frozen after loop 0 (fixed-RM online DPO, TRL's setting); a full-data RM
-  sweep experiment=coevolve/cpu seed=$SEEDS coevolve.rm=self,frozen,full_data
-  # offline: DPO on the fixed pool's SER self-labels + the seed (schedule=ser_dpo), same policy settings
-  sweep experiment=coevolve/cpu schedule=ser_dpo evaluate.gold.judge=synthetic seed=$SEEDS policy.steps=96
+  online=() offline=()
+  for s in ${SEEDS//,/ }; do
+    # the RM co-evolves; the RM frozen after loop 0 (fixed-RM online DPO, TRL's setting)
+    online+=("seed=$s coevolve.rm=self" "seed=$s coevolve.rm=frozen")
+    # offline: DPO on the fixed pool's SER self-labels + the seed (schedule=ser_dpo), same policy settings
+    offline+=("seed=$s schedule=ser_dpo evaluate.gold.judge=synthetic policy.steps=96")
+  done
+  # a full-data RM: a ceiling, after the comparisons the table is for
+  for s in ${SEEDS//,/ }; do offline+=("seed=$s coevolve.rm=full_data"); done
+  if [ "$JOBS" -ge 2 ]; then lane "${online[@]}" & first=$!; lane "${offline[@]}"; wait "$first"
+  else lane "${online[@]}" "${offline[@]}"; fi
 fi
 $PY experiments/coevolve_report.py $S --out docs/results/coevolve
