@@ -5,18 +5,9 @@
 # background (nohup bash experiments/coevolve.sh &), then `bash experiments/coevolve.sh tables`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
 JOBS=${JOBS:-2}
 SEEDS=${SEEDS:-0,1,2}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-# fp32 on every machine (trainer.precision's default is bf16 where the CPU has bf16 units): one precision for the
-# whole table whichever machine a session runs on, and the config hash that lets a restored record be skipped
-export SER_PRECISION=${SER_PRECISION:-32-true}
-S=outputs/ser/sweeps
-# one sweep, then every finished run's record into experiments/records/ (commit them)
-sweep() { $PY run.py -m "$@" $PAR; $PY experiments/records.py save $S; }
-# the finished runs kept in experiments/records/ (a fresh checkout has no outputs/): restored, then skipped
-$PY experiments/records.py restore $S
+. experiments/queue_lib.sh
 # one run at a time in each of two lanes (JOBS of them), each run's record saved when it finishes: a sweep of
 # several runs on two workers left one core idle behind its longest run and saved nothing until all had ended
 PAR="launcher=joblib hydra.launcher.n_jobs=1"

@@ -8,19 +8,10 @@
 #   bash experiments/real_largest.sh tables
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
 JOBS=${JOBS:-2}
 SEEDS=${SEEDS:-0,1,2,3,4,5}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-# fp32 on every machine (trainer.precision's default is bf16 where the CPU has bf16 units): one precision for the
-# whole table whichever machine a session runs on, and the config hash that lets a restored record be skipped
-export SER_PRECISION=${SER_PRECISION:-32-true}
-S=outputs/ser/sweeps
 PAR="launcher=joblib hydra.launcher.n_jobs=$JOBS"
-# one sweep, then every finished run's record into experiments/records/ (commit them)
-sweep() { $PY run.py -m "$@" $PAR; $PY experiments/records.py save $S; }
-# the finished runs kept in experiments/records/ (a fresh checkout has no outputs/): restored, then skipped
-$PY experiments/records.py restore $S
+. experiments/queue_lib.sh
 if [ "${1:-}" != tables ]; then
   for d in hh_helpful summarize ultrafeedback; do
     sweep experiment=real/$d schedule=seed_only,ser,full_data seed=$SEEDS

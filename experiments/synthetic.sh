@@ -5,19 +5,9 @@
 #   bash experiments/synthetic.sh tables     # only the tables, from finished runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
 JOBS=${JOBS:-2}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-S=outputs/ser/sweeps
-# fp32 on every machine: the table's runs were all trained in fp32, while trainer.precision's default is bf16
-# on CPUs with bf16 units (docs/performance.md measures that switch apart). An environment setting, not an
-# override, so the run dirs stay those the finished runs are in.
-export SER_PRECISION=${SER_PRECISION:-32-true}
 PAR="launcher=joblib hydra.launcher.n_jobs=$JOBS"
-# one sweep, then every finished run's record into experiments/records/ (commit them)
-sweep() { $PY run.py -m "$@" $PAR; $PY experiments/records.py save $S; }
-# the finished runs kept in experiments/records/ (a fresh checkout has no outputs/): restored, then skipped
-$PY experiments/records.py restore $S
+. experiments/queue_lib.sh
 if [ "${1:-}" != tables ]; then
   # What is still unmeasured first; then the runs measured before records were kept (docs/results/synthetic.md
   # shows them), so that their records land too.

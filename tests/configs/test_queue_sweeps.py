@@ -1,0 +1,54 @@
+"""Every run the long queue would start composes and validates: a misspelt override in experiments/*.sh fails
+here, not hours into the queue when its sweep is reached."""
+
+import itertools
+import os
+import shlex
+import subprocess
+
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from ser.config import validate_config
+from tests.conftest import ROOT, compose
+
+SCRIPTS = ["synthetic.sh", "coevolve.sh", "real_largest.sh"]
+
+
+def planned_sweeps(script: str) -> list[list[str]]:
+    """The overrides of each sweep the script would run, from its dry run (nothing runs, nothing is written)."""
+    done = subprocess.run(["bash", str(ROOT / "experiments" / script)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "SER_QUEUE_DRY_RUN": "1"}, check=True)
+    return [shlex.split(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def expand(overrides: list[str]) -> list[list[str]]:
+    """A sweep's runs, as Hydra's basic sweeper forms them: the product of every swept value."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
+               else [o.input_line] for o in parsed]
+    return [list(run) for run in itertools.product(*choices)]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_queued_run_composes_and_validates(script, tmp_path):
+    sweeps = planned_sweeps(script)
+    assert sweeps, f"{script} plans no sweep"
+    # one compose per setting (0.4 s each): the seeds of a setting change its random streams, not its validity
+    seeds: dict[tuple[str, ...], set[int]] = {}
+    for run in (run for sweep in sweeps for run in expand(sweep)):
+        setting = tuple(o for o in run if not o.startswith("seed="))
+        seeds.setdefault(setting, set()).update(int(o.split("=", 1)[1]) for o in run if o.startswith("seed="))
+    for setting, its_seeds in sorted(seeds.items()):
+        assert its_seeds, f"{script}: {' '.join(setting)} names no seed: its run dir would not say which"
+        validate_config(compose([*setting, f"seed={min(its_seeds)}"], tmp_path))
+
+
+def test_dry_run_expands_sweeps_and_a_misspelt_key_is_caught(tmp_path):
+    assert expand(["schedule=seed_only,ser", "seed=0,1", "ser.phases=[1,2,2],[1,1,2,2]"]) == [
+        ["schedule=seed_only", "seed=0", "ser.phases=[1,2,2]"], ["schedule=seed_only", "seed=0", "ser.phases=[1,1,2,2]"],
+        ["schedule=seed_only", "seed=1", "ser.phases=[1,2,2]"], ["schedule=seed_only", "seed=1", "ser.phases=[1,1,2,2]"],
+        ["schedule=ser", "seed=0", "ser.phases=[1,2,2]"], ["schedule=ser", "seed=0", "ser.phases=[1,1,2,2]"],
+        ["schedule=ser", "seed=1", "ser.phases=[1,2,2]"], ["schedule=ser", "seed=1", "ser.phases=[1,1,2,2]"]]
+    with pytest.raises(Exception, match="stratify_bin"):  # Hydra's struct check, before validation
+        validate_config(compose(["schedule=ser", "ser.stratify_bin=4"], tmp_path))
