@@ -53,9 +53,10 @@ def load(sweeps: Path) -> dict[str, dict[int, dict[str, Any]]]:
         if summary.get("schedule") not in ("coevolve", "ser_dpo") or "experiment=coevolve_cpu" not in path.parent.name:
             continue
         prompts, gold, start = final_gold(path.parent, summary)
-        runs.setdefault(setting(path.parent, summary), {})[summary["seed"]] = {
+        cfg = OmegaConf.load(path.parent / ".hydra" / "config.yaml")  # the seed: a policy-stage summary has none
+        runs.setdefault(setting(path.parent, summary), {})[int(cfg.seed)] = {
             "summary": summary, "prompts": prompts, "gold": gold, "start": start, "dir": path.parent,
-            "precision": str(OmegaConf.load(path.parent / ".hydra" / "config.yaml").trainer.precision)}
+            "precision": str(cfg.trainer.precision)}
     return runs
 
 

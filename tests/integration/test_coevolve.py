@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +81,25 @@ def test_the_coevolve_report_reads_a_run(coevolve_run, tmp_path):
     assert ("Still running or queued (resumable; not in the tables): `coevolve.rm=frozen,experiment=coevolve_cpu,seed=1`"
             in (tmp_path / "coevolve.md").read_text())
     assert "Every run: trainer.precision=32-true." in text
+    # an offline ser_dpo run, as the policy stage writes it: a summary without a seed, per-prompt gold in samples.csv
+    offline = tmp_path / "sweeps" / "evaluate.gold.judge=synthetic,experiment=coevolve_cpu,schedule=ser_dpo,seed=0"
+    (offline / ".hydra").mkdir(parents=True)
+    shutil.copy(out / ".hydra" / "config.yaml", offline / ".hydra" / "config.yaml")
+    (offline / "summary.json").write_text(json.dumps({"schedule": "ser_dpo", "final": {}}))
+    final = json.loads((out / "policy" / f"test_loop_{summary['policy']['final_loop']}.json").read_text())
+    dpo_gold = [1.0 - g for g in final["gold"]]  # loses every prompt the co-evolved policy wins, and wins its losses
+    with (offline / "samples.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["prompt", "start_gold", "dpo_gold"])
+        writer.writeheader()
+        writer.writerows({"prompt": p, "start_gold": 0.0, "dpo_gold": g} for p, g in zip(final["prompts"], dpo_gold))
+    assert coevolve_report.main([str(tmp_path / "sweeps"), "--out", str(tmp_path / "coevolve")]) == 0
+    rows = (tmp_path / "coevolve.md").read_text().splitlines()
+    wins = sum(a > b for a, b in zip(final["gold"], dpo_gold)) / len(dpo_gold)
+    losses = sum(a < b for a, b in zip(final["gold"], dpo_gold)) / len(dpo_gold)
+    row = next(line for line in rows if line.startswith("| coevolve rm=self | 0 |"))
+    assert row.endswith(f"| {wins:.2f} / {1 - wins - losses:.2f} / {losses:.2f}; win − loss {wins - losses:+.3f} |")
+    assert any(line.startswith(f"| ser_dpo (offline) | 0 | 0.000 → {statistics.fmean(dpo_gold):.3f} |") for line in rows)
+    shutil.rmtree(offline)
     other = tmp_path / "sweeps" / "coevolve.rm=frozen,experiment=coevolve_cpu,seed=0"
     shutil.copytree(out, other)
     (other / ".hydra" / "config.yaml").write_text(
