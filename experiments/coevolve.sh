@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 JOBS=${JOBS:-2}
 SEEDS=${SEEDS:-0,1,2}
 . experiments/queue_lib.sh
-# one run at a time in each of two lanes (JOBS of them), each run's record saved when it finishes: a sweep of
+# one run at a time in each of two lanes (one when JOBS=1), each run's record saved when it finishes: a sweep of
 # several runs on two workers left one core idle behind its longest run and saved nothing until all had ended
 PAR="launcher=joblib hydra.launcher.n_jobs=1"
 lane() { for args in "$@"; do sweep experiment=coevolve/cpu $args; done; }

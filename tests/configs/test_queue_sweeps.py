@@ -1,12 +1,12 @@
 """Every run the long queue would start composes and validates: a misspelt override in experiments/*.sh fails
 here, not hours into the queue when its sweep is reached."""
 
-import itertools
 import os
 import shlex
 import subprocess
 
 import pytest
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from ser.config import validate_config
@@ -23,11 +23,8 @@ def planned_sweeps(script: str) -> list[list[str]]:
 
 
 def expand(overrides: list[str]) -> list[list[str]]:
-    """A sweep's runs, as Hydra's basic sweeper forms them: the product of every swept value."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
-               else [o.input_line] for o in parsed]
-    return [list(run) for run in itertools.product(*choices)]
+    """A sweep's runs, formed by the sweeper `run.py -m` uses (Hydra's basic sweeper, in one batch)."""
+    return BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(overrides), None)[0]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
