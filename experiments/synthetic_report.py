@@ -28,6 +28,7 @@ from ser.io import atomic_write_text  # noqa: E402
 
 CEILING = "data.synthetic.withhold_from_pool=_swapped_steps_"
 RM_SCHEDULES = ("seed_only", "ser", "full_data")
+DATA = "synthetic"  # the embedded default (summary.json's `data`); harder variants are other data configs
 SEED_SETS = {"seeds 0-4 (settings chosen on their validation)": range(0, 5), "fresh seeds 5-9": range(5, 10)}
 
 
@@ -47,9 +48,12 @@ def trained_precision(path: Path) -> str:
 def load(sweeps: Path) -> pd.DataFrame:
     rows = []
     for path in find_runs([sweeps])[0]:
-        s = load_summary(path, "test_accuracy")
-        if s["schedule"] not in RM_SCHEDULES:  # the same sweeps dir holds coevolve and policy runs
+        # the same sweeps dir holds coevolve and policy runs (a policy stage's summary has no loops) and the
+        # real-data tables' RM runs: only the embedded default's RM runs belong on this page
+        head = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(head, dict) or head.get("schedule") not in RM_SCHEDULES or head.get("data") != DATA:
             continue
+        s = load_summary(path, "test_accuracy")
         final = next(e for e in s["loops"] if e["loop"] == s["final"]["loop"])
         first = s["loops"][0]
         by, by0 = final.get("test_accuracy_by_group") or {}, first.get("test_accuracy_by_group") or {}
@@ -109,14 +113,16 @@ def seed_table(runs: pd.DataFrame, seeds: range, ser_setting: str = "schedule=se
     return "\n".join(lines) + "\n", stats
 
 
-def switches_table(runs: pd.DataFrame) -> str:
-    """Each loop setting on seeds 0 and 1: the final RM's validation accuracy (what the choice is made on), then test."""
+def switches_table(runs: pd.DataFrame, chosen: str | None = None) -> str:
+    """Each loop setting on seeds 0 and 1: the final RM's validation accuracy (what the choice is made on), then test;
+    `chosen` (experiments/choose_on_val.py) marked."""
     ser = runs[(runs["schedule"] == "ser") & runs["seed"].isin([0, 1])]
     lines = ["| setting | seeds | validation (%) | test (%) | subtle test (%) | statuses |", "|---|---|---|---|---|---|"]
     for name, group in ser.groupby("setting", sort=True):
         if len(group) < 2:
             continue
-        lines.append(f"| `{name}` | {', '.join(map(str, group['seed']))} | {pct(group['val'].mean())} | "
+        mark = " **(chosen)**" if name == chosen else ""
+        lines.append(f"| `{name}`{mark} | {', '.join(map(str, group['seed']))} | {pct(group['val'].mean())} | "
                      f"{pct(group['test'].mean())} | {pct(group['subtle'].mean())} | {' '.join(group['statuses'])} |")
     return "\n".join(lines) + "\n"
 
@@ -201,7 +207,14 @@ def main(argv: list[str] | None = None) -> int:
                  "could label can reach.\n")
     parts.append(f"\n## Per loop: selected pairs and self-label accuracy by kind (schedule=ser)\n\n{per_loop_table(runs)}")
     parts.append(f"\n## Per loop, by fault kind (schedule=ser, seeds 0-4)\n\n{by_kind_table(runs, range(0, 5))}")
-    parts.append(f"\n## The loop's switches (seeds 0-1; chosen on validation)\n\n{switches_table(runs)}")
+    from experiments.choose_on_val import candidates  # it reads runs with this module's load()
+
+    ranked = candidates(runs)
+    chosen = ranked["setting"].iloc[0] if len(ranked) else None
+    parts.append("\n## The loop's switches (seeds 0-1; chosen on validation)\n\n"
+                 + (f"Chosen for the other seeds (`experiments/choose_on_val.py`: the best mean validation accuracy of "
+                    f"the final RM on seeds 0-1, ties to the lower validation loss, among {len(ranked)} settings): "
+                    f"`{chosen}`.\n\n" if chosen else "") + switches_table(runs, chosen))
     atomic_write_text(args.out.with_suffix(".md"), "".join(parts))
     atomic_write_text(args.out.with_name(args.out.name + "_runs.csv"), runs.to_csv(index=False))
     print("".join(parts))

@@ -8,18 +8,21 @@ from experiments import synthetic_report
 CEIL = "data.synthetic.withhold_from_pool=_swapped_steps_"
 
 
-def _run(root, name, schedule, seed, test, val=0.9, subtle=None, subtle0=None, statuses=()):
+def _run(root, name, schedule, seed, test, val=0.9, subtle=None, subtle0=None, statuses=(), val_loss=0.2,
+         data="synthetic"):
     loops = [{"loop": 0, "selected_total": 0, "test_accuracy_by_group": {"stark": 0.9, "subtle": subtle0}}]
     for k, status in enumerate(statuses, start=1):
         loops.append({"loop": k, "status": status, "selected": 100, "selected_total": 100 * k,
                       "selected_by_group": {"stark": 100 - 10 * k, "subtle": 10 * k},
                       "self_label_accuracy_by_group": {"stark": 1.0, "subtle": 0.9},
                       "test_accuracy_by_group": {"stark": 0.99, "subtle": subtle}})
-    summary = {"schedule": schedule, "seed": seed, "statuses": list(statuses), "loops": loops,
+    loops[-1]["val_loss"] = val_loss
+    summary = {"schedule": schedule, "data": data, "seed": seed, "statuses": list(statuses), "loops": loops,
                "final": {"loop": loops[-1]["loop"], "val_accuracy": val, "test_accuracy": test}}
     d = root / f"{name},seed={seed}"
-    d.mkdir(parents=True)
+    (d / ".hydra").mkdir(parents=True)
     (d / "summary.json").write_text(json.dumps(summary))
+    (d / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in [*name.split(","), f"seed={seed}"]))
 
 
 def test_the_report_pairs_seeds_and_computes_the_gap_closed(tmp_path, capsys):
@@ -35,6 +38,10 @@ def test_the_report_pairs_seeds_and_computes_the_gap_closed(tmp_path, capsys):
     _run(tmp_path, "schedule=ser,ser.loop_epochs=4", "ser", 0, 0.70, val=0.5, statuses="1")
     _run(tmp_path, "schedule=ser,ser.loop_epochs=4", "ser", 1, 0.80, val=0.7, statuses="1")
     _run(tmp_path, "coevolve.rm=self,experiment=coevolve_cpu", "coevolve", 0, 0.5, statuses="112")  # not an RM run
+    _run(tmp_path, "experiment=real_hh_helpful,schedule=ser", "ser", 0, 0.6, statuses="112", data="hh_helpful_shared")
+    ser_dpo = tmp_path / "schedule=ser_dpo,seed=0"  # a policy stage's summary: no loops
+    ser_dpo.mkdir()
+    (ser_dpo / "summary.json").write_text(json.dumps({"schedule": "ser_dpo", "data": "synthetic", "seed": 0}))
 
     assert synthetic_report.main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
     text = (tmp_path / "report.md").read_text()
@@ -91,3 +98,37 @@ def test_a_switch_run_on_three_seeds_gets_its_own_table_against_the_same_baselin
     assert "SER closes 38.3% of the seed→full gap" in text
     assert "| mean (3 seeds) | 80.00 | 82.67 | 100.00 |" in text  # the default's table as before
     assert "ser.loop_epochs=4`\n" not in text and "SER with `schedule=ser,ser.loop_epochs=4`" not in text
+
+
+def test_the_setting_for_the_other_seeds_is_chosen_on_validation_of_seeds_0_and_1(tmp_path, capsys):
+    from experiments import choose_on_val
+
+    for seed in (0, 1):
+        _run(tmp_path, "schedule=ser", "ser", seed, 0.99, val=0.90, statuses="112")  # the default: best on test
+        _run(tmp_path, "rm.loss.hard_pair_gamma=2,schedule=ser", "ser", seed, 0.80, val=0.94, val_loss=0.30,
+             statuses="112")
+        _run(tmp_path, "schedule=ser,ser.stratify_bins=4", "ser", seed, 0.80, val=0.94, val_loss=0.25, statuses="112")
+        # the best of its loops on validation: not comparable, never chosen
+        _run(tmp_path, "schedule=ser,ser.final_model=best_val,ser.patience=2", "ser", seed, 0.8, val=1.0, statuses="1")
+        # real data in the same sweeps dir: not a candidate
+        _run(tmp_path, "experiment=real_hh_helpful,schedule=ser", "ser", seed, 0.6, val=0.99, data="hh_helpful_shared")
+    _run(tmp_path, "schedule=ser,ser.loop_epochs=4", "ser", 0, 0.8, val=1.0, statuses="112")  # seed 0 only
+    # gamma and stratify tie on validation accuracy (94); stratify has the lower validation loss. Test never counts.
+    assert choose_on_val.main([str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "ser.stratify_bins=4\n"
+    table = choose_on_val.candidates(synthetic_report.load(tmp_path))
+    assert list(table["setting"]) == ["schedule=ser,ser.stratify_bins=4", "rm.loss.hard_pair_gamma=2,schedule=ser",
+                                      "schedule=ser"]
+    # the default wins when it is best on validation, and adds no override
+    _run(tmp_path, "schedule=ser,ser.margin=1", "ser", 0, 0.99, val=0.80, statuses="112")
+    for seed in (0, 1):
+        summary = tmp_path / f"schedule=ser,seed={seed}" / "summary.json"
+        s = json.loads(summary.read_text())
+        s["final"]["val_accuracy"] = 0.96
+        summary.write_text(json.dumps(s))
+    assert choose_on_val.choose(synthetic_report.load(tmp_path)) == ("schedule=ser", [])
+    # the page marks the winner among the switches
+    assert synthetic_report.main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "| `schedule=ser` **(chosen)** | 0, 1 | 96.00 |" in text
+    assert "among 3 settings): `schedule=ser`" in text
