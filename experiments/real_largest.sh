@@ -14,7 +14,9 @@ PAR="launcher=joblib hydra.launcher.n_jobs=$JOBS"
 . experiments/queue_lib.sh
 if [ "${1:-}" != tables ]; then
   for d in hh_helpful summarize ultrafeedback; do
-    sweep experiment=real/$d schedule=seed_only,ser,full_data seed=$SEEDS
+    # seed first: Hydra's sweeper runs the product in the order the overrides are given, so the three schedules
+    # of a seed finish together and a queue stopped part way leaves whole paired seeds for the table
+    sweep experiment=real/$d seed=$SEEDS schedule=seed_only,ser,full_data
   done
   # The RM choice (docs/results/real_rm_choice.md, made on seed 0's validation: MiniLM every block 70.49 against
   # SmolLM2-135M-Instruct with LoRA 56.56) on two more splits, after the table: each SmolLM2 seed RM is ~1.6 h

@@ -49,3 +49,16 @@ def test_dry_run_expands_sweeps_and_a_misspelt_key_is_caught(tmp_path):
         ["schedule=ser", "seed=1", "ser.phases=[1,2,2]"], ["schedule=ser", "seed=1", "ser.phases=[1,1,2,2]"]]
     with pytest.raises(Exception, match="stratify_bin"):  # Hydra's struct check, before validation
         validate_config(compose(["schedule=ser", "ser.stratify_bin=4"], tmp_path))
+
+
+def test_the_real_data_table_runs_seed_by_seed():
+    """A queue stopped part way through a real-data sweep (hours each) leaves whole seeds: every schedule of a
+    seed before the next seed's first."""
+    for sweep in planned_sweeps("real_largest.sh"):
+        runs = expand(sweep)
+        schedules = {o for run in runs for o in run if o.startswith("schedule=")}
+        if len(schedules) < 2:
+            continue
+        order = [next(o for o in run if o.startswith("seed=")) for run in runs]
+        assert order == sorted(order, key=order.index), f"{' '.join(sweep)}: seeds interleave: {order}"
+        assert len(set(order[: len(schedules)])) == 1, f"{' '.join(sweep)}: the first seed's schedules do not come first"
