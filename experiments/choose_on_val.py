@@ -29,8 +29,10 @@ from experiments.collect import load_summary  # noqa: E402
 from experiments.synthetic_report import load  # noqa: E402
 
 SCREEN_SEEDS = (0, 1)
-# overrides every candidate shares or that name the run, not the setting
-NOT_SETTING = ("seed=", "schedule=")
+# what names the run rather than the setting: its seed and schedule, and what run dirs leave out of their names
+# (the launcher, logging, resuming: conf/hydra/default.yaml's exclude_keys) or Hydra's own settings
+NOT_SETTING = {"seed", "schedule", *yaml.safe_load((ROOT / "conf" / "hydra" / "default.yaml").read_text())
+               ["job"]["config"]["override_dirname"]["exclude_keys"]}
 
 
 def final_val_loss(summary_path: Path) -> float:
@@ -61,7 +63,11 @@ def overrides(summary_path: Path) -> list[str]:
     recorded = summary_path.parent / ".hydra" / "overrides.yaml"
     if not recorded.exists():
         raise FileNotFoundError(f"{recorded}: missing; the chosen run's overrides cannot be read")
-    return [o for o in yaml.safe_load(recorded.read_text()) or [] if not str(o).startswith(NOT_SETTING)]
+    def key(override: str) -> str:
+        return override.split("=", 1)[0].lstrip("+~")
+
+    return [o for o in map(str, yaml.safe_load(recorded.read_text()) or [])
+            if key(o) not in NOT_SETTING and not key(o).startswith("hydra.")]
 
 
 def choose(runs: pd.DataFrame) -> tuple[str, list[str]]:

@@ -22,7 +22,9 @@ def _run(root, name, schedule, seed, test, val=0.9, subtle=None, subtle0=None, s
     d = root / f"{name},seed={seed}"
     (d / ".hydra").mkdir(parents=True)
     (d / "summary.json").write_text(json.dumps(summary))
-    (d / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in [*name.split(","), f"seed={seed}"]))
+    # as a sweep records them: the launcher's overrides too, which the run dir's name leaves out
+    recorded = [*name.split(","), f"seed={seed}", "launcher=joblib", "hydra.launcher.n_jobs=2"]
+    (d / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in recorded))
 
 
 def test_the_report_pairs_seeds_and_computes_the_gap_closed(tmp_path, capsys):
