@@ -113,6 +113,26 @@ def seed_table(runs: pd.DataFrame, seeds: range, ser_setting: str = "schedule=se
     return "\n".join(lines) + "\n", stats
 
 
+def same_setting_baselines(runs: pd.DataFrame, seeds: range, ser_setting: str) -> dict[str, Any]:
+    """SER with `ser_setting` against seed_only and full_data run with the setting's RM overrides (all but ser.* and
+    phases=), on the seeds all three ran; {} when the setting has no such overrides or the baselines did not run."""
+    rm_overrides = [o for o in ser_setting.split(",") if o != "schedule=ser" and not o.startswith(("ser.", "phases="))]
+    if not rm_overrides:
+        return {}
+    def named(schedule: str) -> str:
+        return ",".join(sorted([*rm_overrides, f"schedule={schedule}"]))
+
+    by = {k: runs[(runs["setting"] == name) & runs["seed"].isin(seeds)].set_index("seed")
+          for k, name in (("seed_only", named("seed_only")), ("ser", ser_setting), ("full_data", named("full_data")))}
+    paired = sorted(set(by["ser"].index) & set(by["seed_only"].index) & set(by["full_data"].index))
+    if len(paired) < 2:
+        return {}
+    m = {k: v.loc[paired, "test"].mean() for k, v in by.items()}
+    return {"rm_overrides": ",".join(rm_overrides), "n": len(paired), **m,
+            "gap_closed": 100 * (m["ser"] - m["seed_only"]) / (m["full_data"] - m["seed_only"]),
+            **paired_delta(by["ser"].loc[paired].reset_index(), by["seed_only"].loc[paired].reset_index(), "test")}
+
+
 def switches_table(runs: pd.DataFrame, chosen: str | None = None) -> str:
     """Each loop setting on seeds 0 and 1: the final RM's validation accuracy (what the choice is made on), then test;
     `chosen` (experiments/choose_on_val.py) marked."""
@@ -195,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     for title, seeds, ser_setting in candidates:
         table, stats = seed_table(runs, seeds, ser_setting)
         parts.append(f"\n## {title}\n\n{table}")
+        alike = same_setting_baselines(runs, seeds, ser_setting)
+        if alike:
+            parts.append(f"\nAgainst seed_only and full_data trained with the same RM overrides (`{alike['rm_overrides']}`, "
+                         f"{alike['n']} seeds): {100 * alike['seed_only']:.2f} → SER {100 * alike['ser']:.2f}, full "
+                         f"{100 * alike['full_data']:.2f}; SER closes {alike['gap_closed']:.1f}% of that gap, SER − seed_only "
+                         f"{100 * alike['delta']:+.2f} [{100 * alike['delta_low']:+.2f}, {100 * alike['delta_high']:+.2f}] "
+                         f"{alike['wins']}/{alike['ties']}/{alike['losses']}.\n")
         if stats:
             parts.append(f"\nSER closes {stats['gap_closed']:.1f}% of the seed→full gap of the means "
                          f"({100 * stats['seed_only']:.2f} → {100 * stats['ser']:.2f}, full {100 * stats['full_data']:.2f})"
