@@ -9,7 +9,8 @@ seeds; a tie (a 49-pair split moves in steps of 2 points) goes to the lower mean
 accuracy is never read. A setting that picks its final loop by validation (`ser.final_model=best_val`) is left
 out: its validation number is the best of several loops, not comparable with one loop's.
 
-synthetic.sh runs the winner on the rest of seeds 0-4 and on the fresh seeds 5-9; the page marks it.
+synthetic.sh runs the winner on the rest of seeds 0-4 and on the fresh seeds 5-9, and seed_only and full_data with
+its RM overrides (`--rm-only`); the page marks it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from experiments.collect import load_summary  # noqa: E402
-from experiments.synthetic_report import load  # noqa: E402
+from experiments.synthetic_report import load, rm_overrides  # noqa: E402
 
 SCREEN_SEEDS = (0, 1)
 # what names the run rather than the setting: its seed and schedule, and what run dirs leave out of their names
@@ -83,13 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweeps", type=Path)
     parser.add_argument("--explain", action="store_true", help="print every candidate, best first, to stderr too")
+    parser.add_argument("--rm-only", action="store_true",
+                        help="print only the winner's overrides that change the RMs (what seed_only and full_data take)")
     args = parser.parse_args(argv)
     runs = load(args.sweeps)
     if args.explain:
         table = candidates(runs)
         print(table[["setting", "val", "val_loss"]].to_string(index=False), file=sys.stderr)
     _, chosen = choose(runs)
-    print("\n".join(chosen))
+    print("\n".join(rm_overrides(chosen) if args.rm_only else chosen))
     return 0
 
 

@@ -40,8 +40,8 @@ if [ "${1:-}" != tables ]; then
   sweep schedule=full_data 'data.synthetic.withhold_from_pool=[swapped_steps]' seed=5,6,7,8,9
   # The baselines under the chosen setting's RM overrides (a loss weighting trains the seed and full-data RMs too),
   # so that its gap is also measured against baselines trained alike; none when it only changes the loop (ser.*).
-  same=()
-  for o in "${best[@]}"; do case $o in ser.*|phases=*) ;; *) same+=("$o") ;; esac; done
+  chosen_rm=$($PY experiments/choose_on_val.py $S --rm-only)
+  IFS=$'\n' read -r -d '' -a same <<< "$chosen_rm" || true
   [ ${#same[@]} -eq 0 ] || sweep schedule=seed_only,full_data seed=0,1,2,3,4,5,6,7,8,9 "${same[@]}"
   # Seeds 0-4: the main table and its ceiling.
   sweep schedule=seed_only,full_data,ser seed=0,1,2,3,4

@@ -72,6 +72,20 @@ def pct(v: Any) -> str:
     return "—" if v is None or pd.isna(v) else f"{100 * v:.2f}"
 
 
+def on_paired_seeds(by: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """seed_only / ser / full_data runs (indexed by seed) restricted to the seeds all three ran."""
+    paired = sorted(set(by["ser"].index) & set(by["seed_only"].index) & set(by["full_data"].index))
+    return {k: v.loc[paired] for k, v in by.items()}
+
+
+def gap_stats(by: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """Test means of paired seed_only / ser / full_data runs, the share of the seed→full gap SER closes, and SER's
+    paired difference from seed_only."""
+    m = {k: v["test"].mean() for k, v in by.items()}
+    return {"n": len(by["ser"]), **m, "gap_closed": 100 * (m["ser"] - m["seed_only"]) / (m["full_data"] - m["seed_only"]),
+            **paired_delta(by["ser"].reset_index(), by["seed_only"].reset_index(), "test")}
+
+
 def seed_table(runs: pd.DataFrame, seeds: range, ser_setting: str = "schedule=ser") -> tuple[str, dict[str, Any]]:
     """Per seed: seed_only, SER (the runs of `ser_setting`), full_data and the ceiling; the means over the seeds
     every column ran, with SER's paired difference from seed_only."""
@@ -91,14 +105,11 @@ def seed_table(runs: pd.DataFrame, seeds: range, ser_setting: str = "schedule=se
                      f"{pct(s['stark0'])} → {pct(s['stark'])} | {pct(s['subtle0'])} → {pct(s['subtle'])} | "
                      f"{pct(s['swapped0'])} → {pct(s['swapped'])} | {s['statuses']} ({s['final_loop']}) |")
     stats: dict[str, Any] = {}
-    paired = sorted(set(by["ser"].index) & set(by["seed_only"].index) & set(by["full_data"].index))
-    by = {k: v.loc[paired] for k, v in by.items()}  # means over the seeds every column ran
+    by = on_paired_seeds(by)  # means over the seeds every column ran
+    paired = list(by["ser"].index)
     ceiling = ceiling.loc[[s for s in paired if s in ceiling.index]]
     if paired:
-        m = {k: by[k]["test"].mean() for k in by}
-        stats = {"n": len(by["ser"]), **m, "gap_closed": 100 * (m["ser"] - m["seed_only"]) / (m["full_data"] - m["seed_only"]),
-                 "subtle_gain": 100 * (by["ser"]["subtle"] - by["ser"]["subtle0"]).mean(),
-                 **paired_delta(by["ser"].reset_index(), by["seed_only"].reset_index(), "test")}
+        stats = {**gap_stats(by), "subtle_gain": 100 * (by["ser"]["subtle"] - by["ser"]["subtle0"]).mean()}
         if len(ceiling):  # against seed_only and full_data on the seeds the ceiling ran
             c, cs = ceiling["test"].mean(), list(ceiling.index)
             so, full = by["seed_only"]["test"].loc[cs].mean(), by["full_data"]["test"].loc[cs].mean()
@@ -106,31 +117,33 @@ def seed_table(runs: pd.DataFrame, seeds: range, ser_setting: str = "schedule=se
                          ser_gap_on_ceiling_seeds=100 * (by["ser"]["test"].loc[cs].mean() - so) / (full - so))
         ceiling_cell = pct(stats.get("ceiling")) + (f" ({stats['ceiling_n']} seeds)" if stats.get("ceiling_n", len(paired))
                                                      != len(paired) else "")
-        lines.append(f"| mean ({len(paired)} seeds) | {pct(m['seed_only'])} | {pct(m['ser'])} | {pct(m['full_data'])} | "
+        lines.append(f"| mean ({len(paired)} seeds) | {pct(stats['seed_only'])} | {pct(stats['ser'])} | {pct(stats['full_data'])} | "
                      f"{ceiling_cell} | {100 * stats['delta']:+.2f} "
                      f"[{100 * stats['delta_low']:+.2f}, {100 * stats['delta_high']:+.2f}] "
                      f"{stats['wins']}/{stats['ties']}/{stats['losses']} | | {stats['subtle_gain']:+.2f} points | | |")
     return "\n".join(lines) + "\n", stats
 
 
+def rm_overrides(overrides: list[str]) -> list[str]:
+    """The overrides of a setting that change the RMs themselves, which seed_only and full_data take too: all but the
+    schedule and the loop's own (ser.*, phases=)."""
+    return [o for o in overrides if not o.startswith(("schedule=", "ser.", "phases="))]
+
+
 def same_setting_baselines(runs: pd.DataFrame, seeds: range, ser_setting: str) -> dict[str, Any]:
     """SER with `ser_setting` against seed_only and full_data run with the setting's RM overrides (all but ser.* and
     phases=), on the seeds all three ran; {} when the setting has no such overrides or the baselines did not run."""
-    rm_overrides = [o for o in ser_setting.split(",") if o != "schedule=ser" and not o.startswith(("ser.", "phases="))]
-    if not rm_overrides:
+    rm = rm_overrides(ser_setting.split(","))
+    if not rm:
         return {}
     def named(schedule: str) -> str:
-        return ",".join(sorted([*rm_overrides, f"schedule={schedule}"]))
+        return ",".join(sorted([*rm, f"schedule={schedule}"]))
 
-    by = {k: runs[(runs["setting"] == name) & runs["seed"].isin(seeds)].set_index("seed")
-          for k, name in (("seed_only", named("seed_only")), ("ser", ser_setting), ("full_data", named("full_data")))}
-    paired = sorted(set(by["ser"].index) & set(by["seed_only"].index) & set(by["full_data"].index))
-    if len(paired) < 2:
+    by = on_paired_seeds({k: runs[(runs["setting"] == name) & runs["seed"].isin(seeds)].set_index("seed") for k, name
+                          in (("seed_only", named("seed_only")), ("ser", ser_setting), ("full_data", named("full_data")))})
+    if len(by["ser"]) < 2:
         return {}
-    m = {k: v.loc[paired, "test"].mean() for k, v in by.items()}
-    return {"rm_overrides": ",".join(rm_overrides), "n": len(paired), **m,
-            "gap_closed": 100 * (m["ser"] - m["seed_only"]) / (m["full_data"] - m["seed_only"]),
-            **paired_delta(by["ser"].loc[paired].reset_index(), by["seed_only"].loc[paired].reset_index(), "test")}
+    return {"rm_overrides": ",".join(rm), **gap_stats(by)}
 
 
 def switches_table(runs: pd.DataFrame, chosen: str | None = None) -> str:

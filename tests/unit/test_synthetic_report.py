@@ -152,3 +152,10 @@ def test_a_loss_switch_is_also_measured_against_baselines_trained_with_it(tmp_pa
     assert ("Against seed_only and full_data trained with the same RM overrides (`rm.loss.hard_pair_gamma=2`, 3 seeds): "
             "82.00 → SER 87.67, full 99.00; SER closes 33.3% of that gap, SER − seed_only +5.67") in text
     assert text.count("Against seed_only and full_data trained with the same RM overrides") == 1  # not for stratify
+    # what synthetic.sh trains the baselines with: the winner's RM overrides only
+    from experiments import choose_on_val
+
+    _run(tmp_path, f"{gamma},schedule=ser,ser.stratify_bins=4", "ser", 0, 0.9, val=1.0, statuses="112")
+    _run(tmp_path, f"{gamma},schedule=ser,ser.stratify_bins=4", "ser", 1, 0.9, val=1.0, statuses="112")
+    assert choose_on_val.choose(synthetic_report.load(tmp_path))[1] == [gamma, "ser.stratify_bins=4"]
+    assert synthetic_report.rm_overrides(["ser.stratify_bins=4", gamma, "phases=paper"]) == [gamma]
