@@ -26,7 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from experiments.collect import load_summary  # noqa: E402
 from experiments.synthetic_report import load, rm_overrides  # noqa: E402
 
 SCREEN_SEEDS = (0, 1)
@@ -34,12 +33,6 @@ SCREEN_SEEDS = (0, 1)
 # (the launcher, logging, resuming: conf/hydra/default.yaml's exclude_keys) or Hydra's own settings
 NOT_SETTING = {"seed", "schedule", *yaml.safe_load((ROOT / "conf" / "hydra" / "default.yaml").read_text())
                ["job"]["config"]["override_dirname"]["exclude_keys"]}
-
-
-def final_val_loss(summary_path: Path) -> float:
-    s = load_summary(summary_path, "test_accuracy")
-    final = next(e for e in s["loops"] if e["loop"] == s["final"]["loop"])
-    return float(final.get("val_loss", float("nan")))
 
 
 def candidates(runs: pd.DataFrame, seeds: tuple[int, ...] = SCREEN_SEEDS) -> pd.DataFrame:
@@ -51,7 +44,7 @@ def candidates(runs: pd.DataFrame, seeds: tuple[int, ...] = SCREEN_SEEDS) -> pd.
         if set(group["seed"]) != set(seeds):
             continue
         rows.append({"setting": name, "val": group["val"].mean(),
-                     "val_loss": sum(final_val_loss(Path(p)) for p in group["path"]) / len(group),
+                     "val_loss": group["val_loss"].mean(skipna=False),
                      "path": group.sort_values("seed")["path"].iloc[0]})
     table = pd.DataFrame(rows, columns=["setting", "val", "val_loss", "path"])
     # val rounded to the split's resolution first, so that float noise never outranks the loss tie-break

@@ -59,7 +59,8 @@ def load(sweeps: Path) -> pd.DataFrame:
         by, by0 = final.get("test_accuracy_by_group") or {}, first.get("test_accuracy_by_group") or {}
         kind, kind0 = final.get("test_accuracy_by_kind") or {}, first.get("test_accuracy_by_kind") or {}
         rows.append({"setting": setting(path), "schedule": s["schedule"], "seed": s["seed"],
-                     "val": s["final"]["val_accuracy"], "test": s["final"]["test_accuracy"],
+                     "val": s["final"]["val_accuracy"], "val_loss": final.get("val_loss", float("nan")),
+                     "test": s["final"]["test_accuracy"],
                      "stark": by.get("stark"), "subtle": by.get("subtle"), "swapped": kind.get("swapped_steps"),
                      "stark0": by0.get("stark"), "subtle0": by0.get("subtle"), "swapped0": kind0.get("swapped_steps"),
                      "statuses": "".join(s.get("statuses") or []), "final_loop": s["final"]["loop"],
