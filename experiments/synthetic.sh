@@ -35,7 +35,7 @@ if [ "${1:-}" != tables ]; then
   # (ser=top_gap, phases=paper), the chosen setting, and the ceiling of any self-labeling: every pool label
   # revealed except the swapped-step pairs the seed RM cannot tell apart (data.synthetic.withhold_from_pool;
   # the generator is unchanged).
-  # (the chosen setting before the defaults: it is the one the fresh-seed test asks for)
+  # (the chosen setting before the default: the fresh seeds exist to measure the setting validation chose)
   sweep schedule=seed_only,full_data seed=5,6,7,8,9
   sweep schedule=ser seed=5,6,7,8,9 "${best[@]}"
   sweep schedule=ser seed=5,6,7,8,9
