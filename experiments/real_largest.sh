@@ -25,7 +25,13 @@ if [ "${1:-}" != tables ]; then
   # of CPU, and the table's MiniLM seed_only runs are the other column.
   sweep experiment=real/hh_helpful schedule=seed_only seed=0,1,2 rm=smollm2
 fi
-$PY experiments/collect.py $S/experiment=real_{hh_helpful,summarize,ultrafeedback},schedule=*,seed=* \
-    --out docs/results/real_largest --regenerate "bash experiments/real_largest.sh tables"
-$PY experiments/collect.py $S/experiment=real_hh_helpful,schedule=seed_only,seed=[012] \
-    $S/experiment=real_hh_helpful,rm=smollm2,schedule=seed_only,seed=* --metric val_accuracy --out docs/results/real_rm_choice --regenerate "bash experiments/real_largest.sh tables"
+# the tables of what has finished so far: a dataset with no run yet is left out, a table with no run at all is not written
+shopt -s nullglob
+table() {  # OUT METRIC RUN_DIR...
+  local out=$1 metric=$2; shift 2
+  if [ $# -eq 0 ]; then echo "no runs yet for docs/results/$out" >&2; return; fi
+  $PY experiments/collect.py "$@" --metric "$metric" --out "docs/results/$out" --regenerate "bash experiments/real_largest.sh tables"
+}
+table real_largest test_accuracy $S/experiment=real_{hh_helpful,summarize,ultrafeedback},schedule=*,seed=*
+table real_rm_choice val_accuracy $S/experiment=real_hh_helpful,schedule=seed_only,seed=[012] \
+    $S/experiment=real_hh_helpful,rm=smollm2,schedule=seed_only,seed=*
