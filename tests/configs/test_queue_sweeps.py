@@ -62,3 +62,41 @@ def test_the_real_data_table_runs_seed_by_seed():
         order = [next(o for o in run if o.startswith("seed=")) for run in runs]
         assert order == sorted(order, key=order.index), f"{' '.join(sweep)}: seeds interleave: {order}"
         assert len(set(order[: len(schedules)])) == 1, f"{' '.join(sweep)}: the first seed's schedules do not come first"
+
+
+def tables_calls(tmp_path, run_dirs: list[str]) -> tuple[list[list[str]], str]:
+    """`real_largest.sh tables` in a copy of the scripts beside the given (empty) run dirs, with a stub Python that
+    logs its arguments: the collect.py calls it would make, and what it printed."""
+    for script in ("real_largest.sh", "queue_lib.sh"):
+        (tmp_path / "experiments").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "experiments" / script).write_text((ROOT / "experiments" / script).read_text())
+    for run_dir in run_dirs:
+        (tmp_path / "outputs/ser/sweeps" / run_dir).mkdir(parents=True)
+    stub = tmp_path / "py"
+    stub.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$*" >> "$(dirname "$0")/calls"\n')
+    stub.chmod(0o755)
+    done = subprocess.run(["bash", str(tmp_path / "experiments/real_largest.sh"), "tables"], capture_output=True,
+                          text=True, timeout=60, check=True,
+                          env={**{k: v for k, v in os.environ.items() if k != "SER_QUEUE_DRY_RUN"}, "PY": str(stub)})
+    logged = (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []
+    return [line.split() for line in logged if line.startswith("experiments/collect.py")], done.stderr
+
+
+def test_tables_collect_what_finished_and_keep_the_rm_choice_page_until_smollm2_ran(tmp_path):
+    calls, said = tables_calls(tmp_path, [])
+    assert calls == [] and "no runs yet for docs/results/real_largest" in said  # nothing finished: nothing written
+    tldr = [f"experiment=real_summarize,schedule={s},seed=0" for s in ("seed_only", "ser", "full_data")]
+    hh = [f"experiment=real_hh_helpful,schedule=seed_only,seed={k}" for k in (0, 1, 2, 3)]
+    other = "experiment=real_harmless,schedule=ser,seed=0"  # not a table's dataset
+    calls, said = tables_calls(tmp_path / "partial", [*tldr, *hh, other])
+    (table,) = calls  # the RM-choice page is kept: no SmolLM2 run yet
+    assert "docs/results/real_rm_choice.md kept" in said
+    assert sorted(a.rsplit("/", 1)[-1] for a in table if "experiment=" in a) == sorted([*hh, *tldr])
+    assert table[table.index("--metric") + 1] == "test_accuracy"
+    assert table[table.index("--out") + 1] == "docs/results/real_largest"
+    smollm2 = "experiment=real_hh_helpful,rm=smollm2,schedule=seed_only,seed=0"
+    calls, _ = tables_calls(tmp_path / "both", [*tldr, *hh, smollm2])
+    choice = next(c for c in calls if c[c.index("--out") + 1] == "docs/results/real_rm_choice")
+    assert choice[choice.index("--metric") + 1] == "val_accuracy"
+    # MiniLM's seed RMs on the splits SmolLM2 is run on (seeds 0-2), against SmolLM2's
+    assert sorted(a.rsplit("/", 1)[-1] for a in choice if "experiment=" in a) == sorted([*hh[:3], smollm2])
