@@ -40,6 +40,7 @@ NO_VARIANT = "-"  # summary.json's variant of seed_only and full_data runs (ser/
 LOOP_KEYS = ("status", "selected", "selected_total", "self_label_accuracy", "val_accuracy", "test_accuracy", "test_ece",
              "train_pairs", "seconds")
 NEEDS_REFERENCES = "needs seed_only and full_data runs of the same data and rm"
+NO_SHARED_SEED = "no seed with seed_only and full_data runs too"
 
 
 class CollectError(Exception):
@@ -250,9 +251,17 @@ def aggregate(runs: pd.DataFrame, group_by: list[str], metric: str) -> pd.DataFr
         if seed_only is None or full is None:
             table.at[i, "gap_note"] = NEEDS_REFERENCES
             continue
-        s, f = seed_only[metric].mean(), full[metric].mean()
+        # on the seeds all three share: a queue part way through (seed_only of a seed done, its SER run not yet)
+        # would otherwise set one seed set's mean against another's
+        shared = set(members["seed"]) & set(seed_only["seed"]) & set(full["seed"])
+        if not shared:
+            table.at[i, "gap_note"] = NO_SHARED_SEED
+            continue
+        on = lambda runs_: pd.to_numeric(runs_[runs_["seed"].isin(shared)][metric], errors="coerce").mean()
+        x, s, f = on(members), on(seed_only), on(full)
         if f - s > 0:
-            table.at[i, "gap_closed"] = 100 * (row[f"{metric}_mean"] - s) / (f - s)
+            table.at[i, "gap_closed"] = 100 * (x - s) / (f - s)
+            table.at[i, "gap_seeds"] = ", ".join(map(str, sorted(shared)))
         else:
             table.at[i, "gap_note"] = "full data not above seed-only"
     return table
@@ -302,7 +311,9 @@ def display_table(c: Collection) -> tuple[pd.DataFrame, list[str]]:
             if r["schedule"] in (SEED_ONLY, FULL_DATA):
                 gaps.append("")
             elif not pd.isna(r.get("gap_closed", float("nan"))):
-                gaps.append(f"{r['gap_closed']:.1f}%")
+                shared = str(r["gap_seeds"])
+                on_all = len(shared.split(", ")) == int(r["n"])
+                gaps.append(f"{r['gap_closed']:.1f}%" + ("" if on_all else f" (seeds {shared})"))
             else:
                 note = r.get("gap_note") or NEEDS_REFERENCES
                 notes.append(note) if note not in notes else None

@@ -75,6 +75,26 @@ def test_groups_means_stds_and_gap_closed(sweep: Path) -> None:
     assert "| synthetic | minilm | seed_only | 0, 1, 2 | 62.00 ± 2.00 | 0.200 ± 0.100 | 0 |  |  |" in table
 
 
+def test_the_gap_is_closed_on_the_seeds_all_three_schedules_share(sweep: Path) -> None:
+    # a queue part way: seed 3's seed_only run finished (far below the rest), its SER and full_data runs not yet
+    write(sweep / "schedule=seed_only,seed=3", summary("seed_only", 3, 0.20, 0.1))
+    c = collect([sweep])
+    ser = group(c, schedule="ser")
+    assert group(c, schedule="seed_only")["test_accuracy_mean"] == pytest.approx(0.515)
+    assert ser["gap_closed"] == pytest.approx(50.0) and ser["gap_seeds"] == "0, 1, 2"
+    assert "| 50.0% |" in markdown_table(c)
+    # and a SER run the references lack is named: the gap is over fewer seeds than the row's mean
+    write(sweep / "schedule=ser,seed=4", summary("ser", 4, 0.99, 0.1))
+    assert "| 50.0% (seeds 0, 1, 2) |" in markdown_table(collect([sweep]))
+
+
+def test_no_shared_seed_is_noted(tmp_path: Path) -> None:
+    write(tmp_path / "a", summary("seed_only", 0, 0.6, 0.1))
+    write(tmp_path / "b", summary("ser", 1, 0.7, 0.1))
+    write(tmp_path / "c", summary("full_data", 0, 0.8, 0.1))
+    assert "¹ no seed with seed_only and full_data runs too" in markdown_table(collect([tmp_path]))
+
+
 def test_single_run_std_is_a_dash_and_full_below_seed_is_noted(tmp_path: Path) -> None:
     write(tmp_path / "a", summary("seed_only", 0, 0.70, 0.1))
     write(tmp_path / "b", summary("ser", 0, 0.72, 0.1))
