@@ -11,7 +11,8 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 # An environment setting, not an override, so the run dirs stay those the finished runs are in.
 export SER_PRECISION=${SER_PRECISION:-32-true}
 if [ -n "${SER_QUEUE_DRY_RUN:-}" ]; then
-  sweep() { printf '%q ' "$@"; echo; }
+  # one write a line: coevolve.sh's two lanes print at once, and two writes a line let them interleave mid-line
+  sweep() { local line; line=$(printf '%q ' "$@"); printf '%s\n' "$line"; }
   PY=true
 else
   # shellcheck disable=SC2086  # PAR is a list of overrides
