@@ -100,3 +100,17 @@ def test_tables_collect_what_finished_and_keep_the_rm_choice_page_until_smollm2_
     assert choice[choice.index("--metric") + 1] == "val_accuracy"
     # MiniLM's seed RMs on the splits SmolLM2 is run on (seeds 0-2), against SmolLM2's
     assert sorted(a.rsplit("/", 1)[-1] for a in choice if "experiment=" in a) == sorted([*hh[:3], smollm2])
+
+
+def test_the_retrain_from_last_arm_has_its_own_table_beside_the_default(tmp_path):
+    tldr = [f"experiment=real_summarize,schedule={s},seed=0" for s in ("seed_only", "ser", "full_data")]
+    last = "experiment=real_summarize,schedule=ser,seed=0,ser.retrain_from=last"
+    calls, _ = tables_calls(tmp_path / "default", tldr)
+    assert [c[c.index("--out") + 1] for c in calls] == ["docs/results/real_largest"]  # no such run: no page
+    calls, _ = tables_calls(tmp_path / "both", [*tldr, last])
+    main, arm = calls
+    # the default's table keeps one SER run a seed (collect.py refuses two of one group and seed)
+    assert sorted(a.rsplit("/", 1)[-1] for a in main if "experiment=" in a) == sorted(tldr)
+    assert arm[arm.index("--out") + 1] == "docs/results/real_largest_retrain_last"
+    assert arm[arm.index("--group-by") + 1] == "data,rm,schedule,variant"  # the two SER runs are two rows
+    assert sorted(a.rsplit("/", 1)[-1] for a in arm if "experiment=" in a) == sorted([*tldr, last])
