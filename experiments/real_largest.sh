@@ -41,13 +41,15 @@ table() {  # OUT METRIC RUN_DIR...
 # the default's runs: a run dir named by its seed alone (a switch such as ser.retrain_from=last follows the seed)
 table real_largest test_accuracy $S/experiment=real_{hh_helpful,summarize,ultrafeedback},schedule=*,seed=+([0-9])
 # SER with each loop continuing from the last RM, beside the default SER, against the same references
-last=($S/experiment=real_{hh_helpful,summarize,ultrafeedback},schedule=ser,seed=+([0-9]),ser.retrain_from=last)
+last=($S/experiment=real_{hh_helpful,summarize,ultrafeedback},schedule=ser,seed=+([0-9]),ser.retrain_from=last/summary.json)
 if [ ${#last[@]} -gt 0 ]; then
   table real_largest_retrain_last test_accuracy --group-by data,rm,schedule,variant \
     $S/experiment=real_{hh_helpful,summarize,ultrafeedback},schedule=*,seed=+([0-9])?(,ser.retrain_from=last)
 fi
 # the RM choice compares two RMs: until SmolLM2 has a run, the committed page (measured on seed 0) is kept
-smollm2=($S/experiment=real_hh_helpful,rm=smollm2,schedule=seed_only,seed=*)
+# (finished runs only: a SmolLM2 run started and stopped part way has a run dir and no summary.json)
+smollm2=($S/experiment=real_hh_helpful,rm=smollm2,schedule=seed_only,seed=*/summary.json)
+smollm2=("${smollm2[@]%/summary.json}")
 if [ ${#smollm2[@]} -eq 0 ]; then echo "no SmolLM2 run yet: docs/results/real_rm_choice.md kept" >&2
 else table real_rm_choice val_accuracy $S/experiment=real_hh_helpful,schedule=seed_only,seed=[012] "${smollm2[@]}"
 fi

@@ -64,14 +64,17 @@ def test_the_real_data_table_runs_seed_by_seed():
         assert len(set(order[: len(schedules)])) == 1, f"{' '.join(sweep)}: the first seed's schedules do not come first"
 
 
-def tables_calls(tmp_path, run_dirs: list[str]) -> tuple[list[list[str]], str]:
-    """`real_largest.sh tables` in a copy of the scripts beside the given (empty) run dirs, with a stub Python that
-    logs its arguments: the collect.py calls it would make, and what it printed."""
+def tables_calls(tmp_path, run_dirs: list[str], unfinished: tuple[str, ...] = ()) -> tuple[list[list[str]], str]:
+    """`real_largest.sh tables` in a copy of the scripts beside the given run dirs (each with a summary.json but
+    those in `unfinished`), with a stub Python that logs its arguments: the collect.py calls it would make, and
+    what it printed."""
     for script in ("real_largest.sh", "queue_lib.sh"):
         (tmp_path / "experiments").mkdir(parents=True, exist_ok=True)
         (tmp_path / "experiments" / script).write_text((ROOT / "experiments" / script).read_text())
     for run_dir in run_dirs:
         (tmp_path / "outputs/ser/sweeps" / run_dir).mkdir(parents=True)
+        if run_dir not in unfinished:
+            (tmp_path / "outputs/ser/sweeps" / run_dir / "summary.json").write_text("{}")
     stub = tmp_path / "py"
     stub.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$*" >> "$(dirname "$0")/calls"\n')
     stub.chmod(0o755)
@@ -95,6 +98,9 @@ def test_tables_collect_what_finished_and_keep_the_rm_choice_page_until_smollm2_
     assert table[table.index("--metric") + 1] == "test_accuracy"
     assert table[table.index("--out") + 1] == "docs/results/real_largest"
     smollm2 = "experiment=real_hh_helpful,rm=smollm2,schedule=seed_only,seed=0"
+    # a SmolLM2 run stopped part way (a run dir, no summary) leaves the page as it is
+    calls, said = tables_calls(tmp_path / "started", [*tldr, *hh, smollm2], unfinished=(smollm2,))
+    assert len(calls) == 1 and "docs/results/real_rm_choice.md kept" in said
     calls, _ = tables_calls(tmp_path / "both", [*tldr, *hh, smollm2])
     choice = next(c for c in calls if c[c.index("--out") + 1] == "docs/results/real_rm_choice")
     assert choice[choice.index("--metric") + 1] == "val_accuracy"
@@ -106,6 +112,8 @@ def test_the_retrain_from_last_arm_has_its_own_table_beside_the_default(tmp_path
     tldr = [f"experiment=real_summarize,schedule={s},seed=0" for s in ("seed_only", "ser", "full_data")]
     last = "experiment=real_summarize,schedule=ser,seed=0,ser.retrain_from=last"
     calls, _ = tables_calls(tmp_path / "default", tldr)
+    assert [c[c.index("--out") + 1] for c in calls] == ["docs/results/real_largest"]
+    calls, _ = tables_calls(tmp_path / "started", [*tldr, last], unfinished=(last,))  # under way: no page yet
     assert [c[c.index("--out") + 1] for c in calls] == ["docs/results/real_largest"]  # no such run: no page
     calls, _ = tables_calls(tmp_path / "both", [*tldr, last])
     main, arm = calls
