@@ -1,6 +1,7 @@
 """A run's directory: the one place that reads and writes it (rank 0 writes, every rank may read).
 
     .hydra/                  the composed config, Hydra's config, the overrides (written once the run is accepted)
+    machine.json             one entry a start (resumes too): CPU, GPUs, torch, threads (ser/machine.py)
     data_report.json         rows read / kept / skipped, overlong pairs, split sizes
     state.json               the resumable loop state (ser/evolve/state.py)
     checkpoints/             loop_<k>.safetensors, soup.safetensors; loop_<k>/last.ckpt mid-loop
@@ -75,6 +76,16 @@ class RunStore:
             hydra_cfg = HydraConfig.get()
             atomic_write_text(hydra_dir / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})))
             atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(list(hydra_cfg.overrides.task)))
+
+    def record_machine(self) -> None:
+        """Append this start's machine to machine.json: a run resumed elsewhere lists both machines."""
+        if not self.writer:
+            return
+        from ser.machine import machine_facts
+
+        path = self.out / "machine.json"
+        starts = read_json(path) if path.exists() else []
+        atomic_write_json(path, [*starts, machine_facts()])
 
     # ---- checkpoints -------------------------------------------------------------------------------
     def checkpoint_path(self, loop: int | str) -> Path:

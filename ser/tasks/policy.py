@@ -135,7 +135,9 @@ def train_policy(cfg: DictConfig) -> dict[str, Any]:
     validate_config(cfg)
     out = Path(cfg.paths.output_dir)
     with hold_run_dir(out):
-        RunStore(out, config_hash(OmegaConf.to_container(cfg, resolve=True))).write_run_config(cfg)
+        store = RunStore(out, config_hash(OmegaConf.to_container(cfg, resolve=True)))
+        store.write_run_config(cfg)
+        store.record_machine()
         return _train_policy(cfg, out)
 
 

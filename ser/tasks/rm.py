@@ -65,6 +65,7 @@ def build_loop(cfg: DictConfig, out: str | Path, make_loop: Callable[..., SERLoo
                      resume=bool(cfg.resume))
     store.open()
     store.write_run_config(cfg)
+    store.record_machine()
     try:
         loaded = load_and_split(cfg.data, cfg.splits, int(cfg.seed))
     except DataError as err:  # nothing to train on: the report of what was read still goes to the run dir

@@ -65,6 +65,7 @@ def test_smoke_run_writes_a_complete_summary(smoke_run):
 def test_smoke_run_writes_every_artifact(smoke_run):
     out, _, _ = smoke_run
     assert (out / ".hydra" / "config.yaml").exists() and (out / "data_report.json").exists()
+    assert [m["torch"] for m in json.loads((out / "machine.json").read_text())] == [torch.__version__]
     assert (out / "accuracy_per_loop.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "csv" / "version_0" / "metrics.csv").exists() and (out / "loops.csv").exists()
     rows = [json.loads(line) for line in (out / "selflabels" / "loop_1.jsonl").read_text().splitlines()]
@@ -123,6 +124,7 @@ def test_interrupted_run_resumes_after_its_last_finished_loop(tmp_path, monkeypa
                         (trained.append(loop), real_train(self, features, val, loop, **kw))[1])
     resumed = run_experiment(compose(SMOKE, tmp_path / "resumed"))
     assert trained == [2, 3], "finished loops 0 and 1 must not be retrained"
+    assert len(json.loads((tmp_path / "resumed" / "machine.json").read_text())) == 2  # the start and the resume
     assert without_timing(resumed) == without_timing(full)
 
 
