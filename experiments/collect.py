@@ -264,7 +264,34 @@ def aggregate(runs: pd.DataFrame, group_by: list[str], metric: str) -> pd.DataFr
             table.at[i, "gap_seeds"] = ", ".join(map(str, sorted(shared)))
         else:
             table.at[i, "gap_note"] = "full data not above seed-only"
+    if "variant" in group_by:
+        _versus_extended_variant(table, runs, group_by, metric)
     return table
+
+
+def extended_variant(variant: str, others: Iterable[str]) -> str | None:
+    """The variant `variant` extends: the longest other one it starts with (a switch's run appends the switch to
+    its setting's variant, e.g. '... top25% retrain_from=last' extends '... top25%'); None if there is none."""
+    bases = [o for o in others if o != variant and o != NO_VARIANT and variant.startswith(o)]
+    return max(bases, key=len) if bases else None
+
+
+def _versus_extended_variant(table: pd.DataFrame, runs: pd.DataFrame, group_by: list[str], metric: str) -> None:
+    """A switch's row against the row it switches from (same keys but variant): paired, seed by seed."""
+    rest = [k for k in group_by if k != "variant"]
+    for i, row in table.iterrows():
+        same = table[(table[rest] == row[rest]).all(axis=1)] if rest else table
+        base = extended_variant(str(row["variant"]), same["variant"].astype(str))
+        if base is None:
+            continue
+        members = runs[(runs[group_by] == row[group_by]).all(axis=1)]
+        reference = runs[(runs[rest] == row[rest]).all(axis=1) & (runs["variant"] == base)] if rest else \
+            runs[runs["variant"] == base]
+        delta = paired_delta(members, reference, metric)
+        if delta:
+            table.at[i, "versus"] = base
+            for k, v in delta.items():
+                table.at[i, f"versus_{k}"] = v if k != "delta_seeds" else ", ".join(map(str, v))
 
 
 # ---- rendering ---------------------------------------------------------------------------------------
@@ -321,6 +348,11 @@ def display_table(c: Collection) -> tuple[pd.DataFrame, list[str]]:
         shown[f"gap closed ({c.metric})"] = gaps
         shown["Δ vs seed_only [95% CI] W/T/L"] = ["" if r["schedule"] == SEED_ONLY else _delta(r, c.metric, int(r["n"]))
                                                   for _, r in c.table.iterrows()]
+    if "versus" in c.table:  # a switch beside the setting it switches from: their paired difference
+        versus = c.table[["n", "versus"] + [k for k in c.table if k.startswith("versus_")]]
+        versus = versus.rename(columns=lambda k: k.removeprefix("versus_"))
+        shown["Δ vs the variant it extends [95% CI] W/T/L"] = [
+            "" if pd.isna(r["versus"]) else _delta(r, c.metric, int(r["n"])) for _, r in versus.iterrows()]
     shown["seed RM above chance on val"] = c.table["seed_rm_above_chance"]
     return shown, [f"{'¹²³'[i]} {note}" for i, note in enumerate(notes)]
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from experiments.collect import CollectError, collect, latex_table, main, markdown_table, write_outputs
+from experiments.collect import (CollectError, collect, extended_variant, latex_table, main, markdown_table,
+                                 write_outputs)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -285,3 +286,30 @@ def test_latex_table_escapes_and_carries_the_notes(tmp_path: Path) -> None:
     write(tmp_path / "b", summary("ser", 0, 0.7, 0.1, data="hh_rlhf"))
     tex = latex_table(collect([tmp_path]))
     assert "hh\\_rlhf" in tex and "seed\\_only" in tex and "% ¹ needs seed_only" in tex
+
+
+def test_a_switch_is_paired_with_the_variant_it_extends(tmp_path: Path) -> None:
+    # the default SER and a switch of it on seeds 0-2 (seed 2 of the switch missing: paired on 0 and 1):
+    # switch - default = +0.03, -0.01: mean +0.01, std 0.028284, half width t(0.975, 1) * 0.028284 / sqrt(2)
+    # = 12.706205 * 0.02 = 0.254124
+    for seed, (ref, default, switch) in enumerate([(0.60, 0.62, 0.65), (0.61, 0.64, 0.63), (0.62, 0.66, None)]):
+        s = summary("seed_only", seed, ref, 0.1)
+        s["variant"] = "-"
+        write(tmp_path / f"seed_only{seed}", s)
+        s = summary("ser", seed, default, 0.1)
+        s["variant"] = "top_gap: paper[1,1,2]"
+        write(tmp_path / f"ser{seed}", s)
+        if switch is not None:
+            s = summary("ser", seed, switch, 0.1)
+            s["variant"] = "top_gap: paper[1,1,2] retrain_from=last"
+            write(tmp_path / f"ser_last{seed}", s)
+    c = collect([tmp_path], group_by=("data", "rm", "schedule", "variant"))
+    switch = group(c, variant="top_gap: paper[1,1,2] retrain_from=last")
+    assert switch["versus"] == "top_gap: paper[1,1,2]" and switch["versus_delta"] == pytest.approx(0.01)
+    assert (switch["versus_delta_low"], switch["versus_delta_high"]) == pytest.approx((0.01 - 0.254124, 0.01 + 0.254124),
+                                                                                      abs=1e-6)
+    assert (switch["versus_wins"], switch["versus_losses"]) == (1, 1)
+    assert pd.isna(group(c, variant="top_gap: paper[1,1,2]").get("versus"))  # the default extends nothing
+    row = next(line for line in markdown_table(c).splitlines() if "retrain_from=last" in line)
+    assert row.endswith("| +1.00 [-24.41, +26.41] 1/0/1 | 0/2 |")
+    assert extended_variant("a b c", ["a", "a b", "-", "a b c"]) == "a b" and extended_variant("a", ["b"]) is None
