@@ -147,7 +147,7 @@ def same_setting_baselines(runs: pd.DataFrame, seeds: range, ser_setting: str) -
     return {"rm_overrides": ",".join(rm), **gap_stats(by)}
 
 
-def switches_table(runs: pd.DataFrame, chosen: str | None = None, seeds: tuple[int, ...] = (0, 1)) -> str:
+def switches_table(runs: pd.DataFrame, chosen: str | None, seeds: tuple[int, ...]) -> str:
     """Each loop setting that finished on every one of `seeds`: the final RM's validation accuracy (what the choice
     is made on), then test; `chosen` (experiments/choose_on_val.py) marked."""
     ser = runs[(runs["schedule"] == "ser") & runs["seed"].isin(list(seeds))]
@@ -160,6 +160,23 @@ def switches_table(runs: pd.DataFrame, chosen: str | None = None, seeds: tuple[i
         lines.append(f"| `{name}`{mark} | {', '.join(map(str, group['seed']))} | {pct(group['val'].mean())} | "
                      f"{pct(group['test'].mean())} | {pct(group['subtle'].mean())} | {' '.join(group['statuses'])} |")
     return "\n".join(lines) + "\n"
+
+
+def round_section(runs: pd.DataFrame, seeds: tuple[int, ...], title: str, chosen_for: str, flag: str = "",
+                  min_candidates: int = 0) -> str:
+    """One round of the screen: its candidates on `seeds` (experiments/choose_on_val.py), the winner named and marked;
+    "" when fewer than `min_candidates` settings finished on every one of them."""
+    from experiments.choose_on_val import candidates  # it reads runs with this module's load()
+
+    ranked = candidates(runs, seeds)
+    if len(ranked) < min_candidates:
+        return ""
+    chosen = ranked["setting"].iloc[0] if len(ranked) else None
+    span = f"seeds {seeds[0]}-{seeds[-1]}"
+    return (f"\n## {title} ({span}; chosen on validation)\n\n"
+            + (f"Chosen for {chosen_for} (`experiments/choose_on_val.py{flag}`: the best mean validation accuracy of "
+               f"the final RM on {span}, ties to the lower validation loss, among {len(ranked)} settings): "
+               f"`{chosen}`.\n\n" if chosen else "") + switches_table(runs, chosen, seeds))
 
 
 def per_loop_table(runs: pd.DataFrame) -> str:
@@ -249,22 +266,11 @@ def main(argv: list[str] | None = None) -> int:
                  "could label can reach.\n")
     parts.append(f"\n## Per loop: selected pairs and self-label accuracy by kind (schedule=ser)\n\n{per_loop_table(runs)}")
     parts.append(f"\n## Per loop, by fault kind (schedule=ser, seeds 0-4)\n\n{by_kind_table(runs, range(0, 5))}")
-    from experiments.choose_on_val import SECOND_ROUND_SEEDS, candidates  # it reads runs with this module's load()
+    from experiments.choose_on_val import SCREEN_SEEDS, SECOND_ROUND_SEEDS  # imported late: it imports this module
 
-    ranked = candidates(runs)
-    chosen = ranked["setting"].iloc[0] if len(ranked) else None
-    parts.append("\n## The loop's switches (seeds 0-1; chosen on validation)\n\n"
-                 + (f"Chosen for the other seeds (`experiments/choose_on_val.py`: the best mean validation accuracy of "
-                    f"the final RM on seeds 0-1, ties to the lower validation loss, among {len(ranked)} settings): "
-                    f"`{chosen}`.\n\n" if chosen else "") + switches_table(runs, chosen))
-    ranked2 = candidates(runs, SECOND_ROUND_SEEDS)
-    if len(ranked2) > 1:  # a second round needs a rival to the first round's winner on all of seeds 0-4
-        chosen2 = ranked2["setting"].iloc[0]
-        parts.append("\n## Second round (seeds 0-4; chosen on validation)\n\n"
-                     f"Chosen for the fresh seeds (`experiments/choose_on_val.py --seeds 0,1,2,3,4`: the best mean "
-                     f"validation accuracy of the final RM on seeds 0-4, ties to the lower validation loss, among "
-                     f"{len(ranked2)} settings): `{chosen2}`.\n\n"
-                     + switches_table(runs, chosen2, SECOND_ROUND_SEEDS))
+    parts.append(round_section(runs, SCREEN_SEEDS, "The loop's switches", "the other seeds"))
+    parts.append(round_section(runs, SECOND_ROUND_SEEDS, "Second round", "the fresh seeds", flag=" --seeds 0,1,2,3,4",
+                               min_candidates=2))  # a second round needs a rival to the first round's winner
     atomic_write_text(args.out.with_suffix(".md"), "".join(parts))
     atomic_write_text(args.out.with_name(args.out.name + "_runs.csv"), runs.to_csv(index=False))
     print("".join(parts))
